@@ -1,0 +1,5 @@
+import sys
+
+from mailfront.cli import main
+
+sys.exit(main())
