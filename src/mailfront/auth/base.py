@@ -1,13 +1,12 @@
 """The one small interface every authentication backend implements.
 
 A backend answers the question auth_http answers in nginx: is this login
-good, and which backend server holds the mailbox.  The session calls
-``backend.authenticate(info, req, attempt, done)``; the backend calls
-``done(result, None)`` exactly once with an ``AuthResult``, or
-``done(None, "log message")`` when it failed internally (the session then
-logs the message at error level and sends the protocol's internal error).
-``authenticate`` returns a callable that cancels the request (the client went
-away); after it, ``done`` must not be called.
+good, and which backend server holds the mailbox.  The session awaits
+``backend.authenticate(info, req, attempt)`` (the one coroutine of a login)
+and gets an ``AuthResult``; a backend that fails internally raises
+``AuthError("log message")`` and the session logs the message at error level
+and sends the protocol's internal error.  The session cancels the call when
+the client goes away.
 
 Backends: ``auth.http`` (nginx's auth_http), ``auth.file`` (mailfront's
 ``auth_file``).  SQL and PAM come later behind the same interface.
@@ -16,7 +15,6 @@ Backends: ``auth.http`` (nginx's auth_http), ``auth.file`` (mailfront's
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from mailfront.protocol.base import AuthRequest
@@ -82,12 +80,12 @@ class SessionInfo:
         self.ssl: dict[str, bytes] | None = None  # Auth-SSL-* values (TLS issue)
 
 
-Done = Callable[[AuthResult | None, str | None], None]
+class AuthError(Exception):
+    """The backend failed (not: the login was refused); str() is the log line."""
 
 
 class AuthBackend(TypingProtocol):
-    def authenticate(
-        self, info: SessionInfo, req: AuthRequest, attempt: int, done: Done
-    ) -> Callable[[], None]: ...
+    async def authenticate(self, info: SessionInfo, req: AuthRequest, attempt: int) -> AuthResult:
+        ...
 
     def close(self) -> None: ...
