@@ -1,0 +1,308 @@
+"""The process: sockets, daemon mode, pid file, signals, reload, shutdown.
+
+Signals, as nginx's:
+
+- ``QUIT``: graceful stop: close the listening sockets, let the sessions
+  finish (at most ``worker_shutdown_timeout`` when set), exit;
+- ``TERM``, ``INT``: fast stop: close every session now, exit;
+- ``HUP``: reload: read the configuration again; a configuration that fails
+  is refused, its error logged, and the old one keeps serving; new sessions
+  get the new one, running sessions keep theirs;
+- ``USR1``: reopen the log files.
+
+For now one process serves everything (``master_process`` and
+``worker_processes`` are read, and the code is laid out so that a master can
+fork workers around ``Worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+from mailfront.auth.base import AuthBackend
+from mailfront.conf.model import Config, LogTarget, ServerConf
+from mailfront.server.app import Listener, ServerRuntime, listen_text, open_socket, plan_listeners
+from mailfront.server.log import ALERT, EMERG, ERR, NOTICE, Log
+from mailfront.server.session import Session
+
+SIGNAL_NAMES = {
+    signal.SIGHUP: "SIGHUP",
+    signal.SIGQUIT: "SIGQUIT",
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGINT: "SIGINT",
+    signal.SIGUSR1: "SIGUSR1",
+}
+
+
+class StartupError(Exception):
+    pass
+
+
+def make_log(config: Config, override: str | None = None) -> Log:
+    targets = config.main.error_log
+    if not targets:
+        path = override or os.path.join(config.prefix, "logs/error.log")
+        targets = (LogTarget(path if path != "stderr" else "stderr", ERR),)
+    return Log(targets)
+
+
+def make_auth(conf: ServerConf, cache: dict[Any, AuthBackend]) -> AuthBackend:
+    if conf.auth_file:
+        key: Any = ("file", conf.auth_file)
+        if key not in cache:
+            from mailfront.auth.file import FileAuth
+
+            cache[key] = FileAuth(conf.auth_file)
+        return cache[key]
+    from mailfront.auth.http import HttpAuth
+
+    key = ("http", id(conf))
+    cache[key] = HttpAuth(conf)
+    return cache[key]
+
+
+class Worker:
+    """The event loop side: listeners, sessions, signals."""
+
+    def __init__(self, config: Config, log: Log, listeners: dict[Any, Listener],
+                 directives: str | None) -> None:
+        self.config = config
+        self.log = log
+        self.listeners = listeners
+        self.directives = directives
+        self.sessions: set[Session] = set()
+        self.auth_cache: dict[Any, AuthBackend] = {}
+        self.loop = asyncio.get_event_loop()
+        self.stopped = self.loop.create_future()
+        self.logs: list[Log] = []
+
+    def bind_runtimes(self, config: Config) -> None:
+        """Point every listener at the runtime of its server(s) in ``config``."""
+        plan = plan_listeners(config)
+        auth_cache: dict[Any, AuthBackend] = {}
+        server_logs: dict[Any, Log] = {}
+        for key, (_ls, pairs) in plan.items():
+            listener = self.listeners[key]
+            runtimes: dict[str, ServerRuntime] = {}
+            default: ServerRuntime | None = None
+            for ls, srvconf in pairs:
+                log = self.log
+                if srvconf.error_log and srvconf.error_log != config.main.error_log:
+                    lkey = srvconf.error_log
+                    if lkey not in server_logs:
+                        server_logs[lkey] = Log(srvconf.error_log)
+                    log = server_logs[lkey]
+                rt = ServerRuntime(srvconf, listen_text(ls), log,
+                                   make_auth(srvconf, auth_cache), self.loop, self.sessions)
+                if ls.wildcard or ls is listener.listen:
+                    default = rt
+                else:
+                    runtimes[ls.host] = rt
+            assert default is not None or runtimes
+            if default is None:
+                default = next(iter(runtimes.values()))
+            default.by_addr = runtimes or None
+            if runtimes:
+                for rt in runtimes.values():
+                    rt.by_addr = None
+            listener.srv = default
+        old_auth, self.auth_cache = self.auth_cache, auth_cache
+        for backend in old_auth.values():
+            if backend not in auth_cache.values():
+                backend.close()
+        old_logs, self.logs = self.logs, list(server_logs.values())
+        for lg in old_logs:
+            lg.close()
+        self.config = config
+
+    async def serve(self) -> None:
+        loop = self.loop
+        self.bind_runtimes(self.config)
+        for listener in self.listeners.values():
+            listener.server = await loop.create_server(
+                listener.make_session, sock=listener.sock, backlog=listener.listen.backlog
+            )
+        for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(sig, self.on_signal, sig)
+        await self.stopped
+
+    def on_signal(self, sig: int) -> None:
+        name = SIGNAL_NAMES.get(sig, str(sig))
+        if sig == signal.SIGHUP:
+            self.log.log(NOTICE, f"signal {int(sig)} ({name}) received, reconfiguring")
+            self.reload()
+        elif sig == signal.SIGUSR1:
+            self.log.log(NOTICE, f"signal {int(sig)} ({name}) received, reopening logs")
+            self.log.reopen()
+            for lg in self.logs:
+                lg.reopen()
+        elif sig == signal.SIGQUIT:
+            self.log.log(NOTICE, f"signal {int(sig)} ({name}) received, shutting down")
+            self.log.log(NOTICE, "gracefully shutting down")
+            self.graceful()
+        else:
+            self.log.log(NOTICE, f"signal {int(sig)} ({name}) received, exiting")
+            self.fast_stop()
+
+    def reload(self) -> None:
+        from mailfront import conf as confmod
+
+        try:
+            new = confmod.load(self.config.conf_file, self.config.prefix, self.directives)
+        except confmod.ConfError as e:
+            self.log.log(EMERG, str(e))
+            return
+        plan = plan_listeners(new)
+        opened: dict[Any, Listener] = {}
+        try:
+            for key, (ls, _pairs) in plan.items():
+                if key not in self.listeners:
+                    opened[key] = Listener(ls, open_socket(ls))
+        except OSError as e:
+            self.log.log(EMERG, f"bind() to {listen_text(ls)} failed ({e.errno}: {e.strerror})")
+            for lst in opened.values():
+                lst.sock.close()
+            return
+        gone = [k for k in self.listeners if k not in plan]
+        for key in gone:
+            lst = self.listeners.pop(key)
+            if lst.server is not None:
+                lst.server.close()
+        self.listeners.update(opened)
+        try:
+            self.bind_runtimes(new)
+        except Exception as e:  # an auth backend that cannot start (bad users file)
+            self.log.log(EMERG, str(e))
+            return
+        for lst in opened.values():
+            self.loop.create_task(self._start_listener(lst))
+        self.log.log(NOTICE, "reconfiguring")
+
+    async def _start_listener(self, lst: Listener) -> None:
+        lst.server = await self.loop.create_server(
+            lst.make_session, sock=lst.sock, backlog=lst.listen.backlog
+        )
+
+    def close_listeners(self) -> None:
+        for lst in self.listeners.values():
+            if lst.server is not None:
+                lst.server.close()
+            else:
+                lst.sock.close()
+
+    def graceful(self) -> None:
+        self.close_listeners()
+        timeout = self.config.main.worker_shutdown_timeout
+        if timeout:
+            self.loop.call_later(timeout, self._shutdown_timeout)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not self.sessions:
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+            return
+        self.loop.call_later(0.1, self._check_done)
+
+    def _shutdown_timeout(self) -> None:
+        for s in list(self.sessions):
+            s.log(NOTICE, "shutdown timeout")
+            s.close()
+
+    def fast_stop(self) -> None:
+        self.close_listeners()
+        for s in list(self.sessions):
+            s.close()
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    def shutdown(self) -> None:
+        for backend in self.auth_cache.values():
+            backend.close()
+
+
+def _daemonize() -> None:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.umask(0o022)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(config: Config, error_log_override: str | None = None,
+        directives: str | None = None) -> int:
+    """Serve ``config`` until stopped; the exit code."""
+    log = make_log(config, error_log_override)
+    if config.mail is None or not config.mail.servers:
+        log.log(EMERG, "no \"mail\" section in configuration")
+        return 1
+    nofile = config.main.worker_rlimit_nofile
+    if nofile:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        except (ValueError, OSError) as e:
+            log.log(ALERT, f"setrlimit(RLIMIT_NOFILE, {nofile}) failed ({getattr(e, 'errno', 1)}: "
+                           f"{getattr(e, 'strerror', None) or e})")
+    listeners: dict[Any, Listener] = {}
+    for key, (ls, _pairs) in plan_listeners(config).items():
+        try:
+            listeners[key] = Listener(ls, open_socket(ls))
+        except OSError as e:
+            log.log(EMERG, f"bind() to {listen_text(ls)} failed ({e.errno}: {e.strerror})")
+            log.log(EMERG, "still could not bind()")
+            for lst in listeners.values():
+                lst.sock.close()
+            return 1
+    if config.main.daemon:
+        _daemonize()
+        log.pid = os.getpid()
+    pid_path = config.main.pid
+    if pid_path:
+        try:
+            with open(pid_path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as e:
+            log.log(EMERG, f'open() "{pid_path}" failed ({e.errno}: {e.strerror})')
+            return 1
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    worker: Worker | None = None
+    code = 0
+    try:
+        worker = Worker(config, log, listeners, directives)
+        loop.run_until_complete(worker.serve())
+    except Exception as e:
+        log.log(EMERG, f"{type(e).__name__}: {e}")
+        code = 1
+    finally:
+        if worker is not None:
+            worker.shutdown()
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+        if pid_path:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_path)
+        log.log(NOTICE, "exit")
+        sys.stderr.flush()
+    return code

@@ -1,0 +1,414 @@
+"""A client session: greeting, auth phase, authentication, backend login, relay.
+
+The session drives the sans-IO machines of ``protocol/`` from asyncio
+Protocol callbacks.  A login costs one coroutine (``_login``), from the
+client's auth command to the backend's TCP connect; the auth phase before it
+and the backend login after it run in callbacks.  Once logged in, the two
+transports are handed to ``relay.Pipe`` objects and the session parks no
+task: the relay runs in ``data_received`` callbacks only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mailfront.auth.base import AuthError, AuthResult, SessionInfo, Status
+from mailfront.conf.model import AuthMethod, Protocol
+from mailfront.protocol import sasl
+from mailfront.protocol.base import Next, UpNext
+from mailfront.server.log import ERR, INFO
+from mailfront.server.relay import Pipe
+
+if TYPE_CHECKING:
+    from mailfront.server.app import ServerRuntime
+
+_conn_numbers = itertools.count(1)
+
+
+def sockaddr_text(addr: Any, with_port: bool) -> str:
+    """nginx's ``ngx_sock_ntop``: ``1.2.3.4[:port]``, ``[::1]:port`` / ``::1``, ``unix:``."""
+    if isinstance(addr, tuple):
+        host = addr[0]
+        if ":" in host:
+            return f"[{host}]:{addr[1]}" if with_port else host
+        return f"{host}:{addr[1]}" if with_port else host
+    return "unix:" + (addr if isinstance(addr, str) else "")
+
+
+class Session(asyncio.Protocol):
+    """One client connection, from accept to the end of the relay."""
+
+    __slots__ = (
+        "action",
+        "attempt",
+        "client",
+        "client_port_text",
+        "closed",
+        "conn",
+        "last",
+        "login",
+        "machine",
+        "pipes",
+        "srv",
+        "task",
+        "timer",
+        "transport",
+        "up_transport",
+        "upstream",
+        "upstream_text",
+    )
+
+    def __init__(self, srv: ServerRuntime) -> None:
+        self.srv = srv
+        self.transport: asyncio.Transport | None = None
+        self.up_transport: asyncio.Transport | None = None
+        self.machine: Any = None
+        self.upstream: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.pipes: tuple[Pipe, Pipe] | None = None
+        self.attempt = 0
+        self.closed = False
+        self.login = b""
+        self.action: str | None = "sending client greeting line"
+        self.upstream_text = ""
+        self.client = ""
+        self.client_port_text = ""
+        self.conn = 0
+        self.last = 0.0
+
+    # -- logging with nginx's context suffix -------------------------------
+
+    def log(self, level: int, msg: str) -> None:
+        log = self.srv.log
+        if level > log.level:
+            return
+        parts = [msg]
+        if self.action:
+            parts.append(" while ")
+            parts.append(self.action)
+        parts.append(", client: ")
+        parts.append(self.client)
+        parts.append(", server: ")
+        parts.append(self.srv.addr_text)
+        if self.login:
+            parts.append(', login: "')
+            parts.append(self.login.decode("utf-8", "backslashreplace"))
+            parts.append('"')
+            if self.upstream_text:
+                parts.append(", upstream: ")
+                parts.append(self.upstream_text)
+        log.log(level, "".join(parts), self.conn)
+
+    def _flush_logs(self, logs: list[tuple[int, str]]) -> None:
+        for level, msg in logs:
+            self.log(level, msg)
+        logs.clear()
+
+    # -- connection ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        srv = self.srv
+        if srv.by_addr is not None:  # a wildcard socket that serves several servers
+            local = transport.get_extra_info("sockname")
+            srv = self.srv = srv.by_addr.get(local[0] if isinstance(local, tuple) else "", srv)
+        srv.sessions.add(self)
+        self.conn = next(_conn_numbers)
+        peer = transport.get_extra_info("peername")
+        self.client = sockaddr_text(peer, False)
+        if srv.log.level >= INFO:
+            srv.log.log(
+                INFO,
+                f"client {sockaddr_text(peer, True)} connected to {srv.addr_text}",
+                self.conn,
+            )
+        conf = srv.conf
+        salt = b""
+        if srv.machine_cls.needs_salt(conf):
+            salt = sasl.make_salt(random.getrandbits(31), int(time.time()), conf.server_name)
+        self.machine = srv.machine_cls(conf, salt)
+        loop = srv.loop
+        if conf.protocol is Protocol.SMTP and conf.smtp_greeting_delay > 0:
+            self.timer = loop.call_later(conf.smtp_greeting_delay, self._greet)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.machine.greeting())
+        self.action = self.machine.action
+        self.timer = self.srv.loop.call_later(self.srv.conf.timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self.log(INFO, "client timed out")
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        machine = self.machine
+        if machine is None:
+            return
+        if self.action == "sending client greeting line" and self.timer is not None \
+                and self.srv.conf.protocol is Protocol.SMTP and self.srv.conf.smtp_greeting_delay > 0:
+            # talked before the (delayed) greeting
+            machine.early_input(data)
+            self._output(machine)
+            self.close()
+            return
+        self._dispatch(machine.receive(data))
+
+    def _output(self, machine: Any) -> None:
+        out = machine.out
+        if out:
+            assert self.transport is not None
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if machine.logs:
+            self._flush_logs(machine.logs)
+        self.login = machine.login
+        self.action = machine.action
+
+    def _dispatch(self, nxt: Next) -> None:
+        machine = self.machine
+        self._output(machine)
+        if nxt is Next.READ:
+            return
+        if nxt is Next.AUTH:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.attempt += 1
+            self.task = self.srv.loop.create_task(self._login())
+            return
+        if nxt is Next.CLOSE:
+            self.close()
+            return
+        # Next.STARTTLS: comes with TLS support; the configuration refuses it for now
+        self.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close both sides (after their pending output) and forget the session."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.task = None
+        if self.transport is not None:
+            self.transport.close()
+        if self.up_transport is not None:
+            self.up_transport.close()
+        self.machine = None
+        self.upstream = None
+        self.srv.sessions.discard(self)
+
+    def internal_error(self) -> None:
+        machine = self.machine
+        if machine is not None and self.transport is not None:
+            self.transport.write(machine.internal_error())
+        self.close()
+
+    # -- the login: auth service, then backend connect ----------------------
+
+    def _session_info(self) -> SessionInfo:
+        info = SessionInfo(self.srv.protocol_name, self.client)
+        if self.srv.conf.protocol is Protocol.SMTP:
+            info.client_host = b"[UNAVAILABLE]"
+        return info
+
+    async def _login(self) -> None:
+        srv = self.srv
+        conf = srv.conf
+        machine = self.machine
+        req = machine.auth
+        self.action = "in http auth state"
+        info = self._session_info()
+        loop = srv.loop
+        while True:
+            try:
+                res = await srv.auth.authenticate(info, req, self.attempt)
+            except AuthError as e:
+                if str(e):
+                    self.log(ERR, str(e))
+                self.internal_error()
+                return
+            if res.status is Status.WAIT:
+                await asyncio.sleep(res.wait or 0)
+                if res.user is not None:
+                    req.login = res.user
+                if res.passwd is not None:
+                    req.passwd = res.passwd
+                elif req.method in (AuthMethod.APOP, AuthMethod.CRAM_MD5):
+                    req.passwd = b""
+                continue
+            break
+        if res.status is Status.ERROR:
+            self.log(INFO, 'client login failed: "%s"' % res.errmsg.decode("utf-8", "replace"))
+            if not res.wait:
+                machine.auth_failed(res.errmsg, res.error_code)
+                self._output(machine)
+                self.close()
+                return
+            await asyncio.sleep(res.wait)
+            machine.auth_failed(res.errmsg, res.error_code)
+            self.task = None
+            self.timer = loop.call_later(conf.timeout, self._timed_out)
+            assert self.transport is not None
+            self.transport.resume_reading()
+            self._dispatch(machine.resume())
+            return
+        self._connect_backend(res, req)
+
+    def _connect_backend(self, res: AuthResult, req: Any) -> None:
+        login = res.user if res.user is not None else req.login
+        passwd = res.passwd if res.passwd is not None else req.passwd
+        if not passwd and self.srv.conf.protocol is not Protocol.SMTP \
+                and req.method in (AuthMethod.APOP, AuthMethod.CRAM_MD5, AuthMethod.EXTERNAL):
+            self.log(ERR, "auth server did not send password")
+            self.internal_error()
+            return
+        srv = self.srv
+        self.login = login
+        host = res.server
+        self.upstream_text = f"[{host}]:{res.port}" if ":" in host else f"{host}:{res.port}"
+        self.upstream = srv.make_upstream(srv.conf, self.machine, login, passwd, self)
+        self.action = "connecting to upstream"
+        self.timer = srv.loop.call_later(srv.conf.timeout, self._upstream_timed_out)
+        self.task = srv.loop.create_task(self._connect(host, res.port))
+
+    async def _connect(self, host: str, port: int) -> None:
+        try:
+            await self.srv.loop.create_connection(lambda: _Backend(self), host, port)
+        except OSError as e:
+            if not self.closed:
+                self.log(ERR, f"connect() failed ({e.errno}: {e.strerror})")
+                self.internal_error()
+            return
+        self.task = None
+
+    def _upstream_timed_out(self) -> None:
+        self.timer = None
+        self.log(INFO, "upstream timed out")
+        self.internal_error()
+
+    def upstream_made(self, transport: asyncio.Transport) -> None:
+        if self.closed:
+            transport.close()
+            return
+        self.up_transport = transport
+        self.action = self.upstream.action
+
+    def upstream_data(self, data: bytes) -> None:
+        up = self.upstream
+        if up is None:
+            return
+        nxt = up.receive(data)
+        if up.to_upstream:
+            assert self.up_transport is not None
+            self.up_transport.write(b"".join(up.to_upstream))
+            up.to_upstream.clear()
+        if up.to_client:
+            assert self.transport is not None
+            self.transport.write(b"".join(up.to_client))
+            up.to_client.clear()
+        self.action = up.action
+        if up.logs:
+            self._flush_logs(up.logs)
+        if nxt is UpNext.READ:
+            return
+        if nxt is UpNext.DONE:
+            self._start_relay()
+            return
+        self.close()
+
+    def upstream_lost(self) -> None:
+        if self.closed:
+            return
+        self.log(ERR, "upstream prematurely closed connection")
+        self.internal_error()
+
+    # -- relay ----------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        client, up = self.transport, self.up_transport
+        assert client is not None and up is not None
+        conf = self.srv.conf
+        leftover = self.machine.leftover()
+        self.machine = None
+        self.upstream = None
+        self.action = None
+        if self.timer is not None:
+            self.timer.cancel()
+        self.log(INFO, "client logged in")
+        to_client = Pipe(self, client)  # reads the backend
+        to_up = Pipe(self, up)  # reads the client
+        self.pipes = (to_client, to_up)
+        client.set_protocol(to_up)
+        up.set_protocol(to_client)
+        client.set_write_buffer_limits(high=conf.proxy_buffer)
+        up.set_write_buffer_limits(high=self.srv.client_buffer)
+        if leftover:
+            up.write(leftover)
+        loop = self.srv.loop
+        self.last = loop.time()
+        self.timer = loop.call_later(conf.proxy_timeout, self._relay_timer)
+        client.resume_reading()
+
+    def _relay_timer(self) -> None:
+        loop = self.srv.loop
+        left = self.last + self.srv.conf.proxy_timeout - loop.time()
+        if left > 0:
+            self.timer = loop.call_later(left, self._relay_timer)
+            return
+        self.timer = None
+        self.log(INFO, "client timed out")
+        self.close()
+
+    def relay_done(self) -> None:
+        if self.closed:
+            return
+        self.log(INFO, "proxied session done")
+        self.close()
+
+
+class _Backend(asyncio.Protocol):
+    """The backend connection during the login; replaced by a Pipe afterwards."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.session.upstream_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.upstream_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.upstream_lost()
+
+
+SessionFactory = Callable[[], Session]
