@@ -1,0 +1,724 @@
+"""POP3: the client's auth phase and the backend login, as nginx does them.
+
+``Pop3Machine`` is ``ngx_mail_pop3_handler.c`` plus ``ngx_mail_pop3_parse_command``
+(``ngx_mail_parse.c``) and ``ngx_mail_read_command`` (``ngx_mail_handler.c``);
+``Pop3Upstream`` is ``ngx_mail_proxy_pop3_handler`` with
+``ngx_mail_proxy_read_response`` (``ngx_mail_proxy_module.c``).  Both are
+sans-IO: bytes in, replies, log lines and an outcome out.
+
+nginx's POP3 command buffer is a fixed 128-byte window that is only rewound to
+its start when every byte in it has been handled.  A command must therefore fit
+in what is left of the window after the commands pipelined before it, and
+``client sent too long command`` logs the whole window.  The machine keeps
+that window exactly (``_buf``, at most ``POP3_BUFFER_SIZE`` bytes, ``None``
+when empty) and holds the bytes of a chunk that did not fit yet in
+``_pending``: nginx leaves them in the socket and reads them into the window
+as soon as there is room, which is what ``_fill`` does before each command.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+
+from mailfront.conf.model import (
+    AUTH_APOP_ENABLED,
+    AUTH_CRAM_MD5_ENABLED,
+    AUTH_EXTERNAL_ENABLED,
+    AUTH_LOGIN_ENABLED,
+    AUTH_PLAIN_ENABLED,
+    AuthMethod,
+    ServerConf,
+    Starttls,
+)
+from mailfront.protocol import sasl
+from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, UpNext
+
+# Replies, worded as ngx_mail_pop3_handler.c / ngx_mail_pop3_module.c word them
+POP3_GREETING = b"+OK POP3 ready\r\n"
+POP3_OK = b"+OK\r\n"
+POP3_NEXT = b"+ \r\n"
+POP3_USERNAME = b"+ " + sasl.USERNAME_PROMPT + b"\r\n"
+POP3_PASSWORD = b"+ " + sasl.PASSWORD_PROMPT + b"\r\n"
+POP3_INVALID_COMMAND = b"-ERR invalid command\r\n"
+POP3_INTERNAL_SERVER_ERROR = b"-ERR internal server error\r\n"
+POP3_CERT_ERROR = b"-ERR SSL certificate error\r\n"
+POP3_NO_CERT = b"-ERR No required SSL certificate\r\n"
+POP3_CAPA_HEAD = b"+OK Capability list follows\r\n"
+POP3_AUTH_HEAD = b"+OK methods supported:\r\n"
+
+POP3_BUFFER_SIZE = 128  # ngx_mail_pop3_init_protocol: ngx_create_temp_buf(c->pool, 128)
+
+# c->log->action texts
+ACTION_AUTH = "in auth state"
+ACTION_STARTTLS = "in starttls state"
+ACTION_HTTP_AUTH = "in http auth state"
+ACTION_GREETING = "sending client greeting line"
+ACTION_CONNECTING = "connecting to upstream"
+ACTION_READING = "reading response from upstream"
+ACTION_SEND_USER = "sending user name to upstream"
+ACTION_SEND_PASS = "sending password to upstream"
+
+
+class Pop3State(enum.IntEnum):
+    """nginx's ``ngx_pop3_state_e`` (``s->mail_state``)."""
+
+    START = 0
+    USER = 1
+    PASSWD = 2
+    AUTH_LOGIN_USERNAME = 3
+    AUTH_LOGIN_PASSWORD = 4
+    AUTH_PLAIN = 5
+    AUTH_CRAM_MD5 = 6
+    AUTH_EXTERNAL = 7
+
+
+# s->command
+_USER, _PASS, _CAPA, _QUIT, _NOOP, _APOP, _AUTH, _STLS = range(1, 9)
+_COMMANDS = {
+    b"USER": _USER,
+    b"PASS": _PASS,
+    b"APOP": _APOP,
+    b"QUIT": _QUIT,
+    b"CAPA": _CAPA,
+    b"AUTH": _AUTH,
+    b"NOOP": _NOOP,
+    b"STLS": _STLS,
+}
+
+# parser states (s->state), as in ngx_mail_pop3_parse_command
+_SW_START = 0
+_SW_COMMAND = 1
+_SW_INVALID = 2
+_SW_SPACES_BEFORE_ARGUMENT = 3
+_SW_ARGUMENT = 4
+_SW_ALMOST_DONE = 5
+
+# parse and handler results
+_OK = 0
+_AGAIN = 1
+_INVALID = 2
+_DONE = 3
+
+_SP, _CR, _LF = 0x20, 0x0D, 0x0A
+
+# session phases
+_PHASE_AUTH = 0  # reading commands
+_PHASE_WAIT = 1  # Next.AUTH returned, waiting for the session's answer
+_PHASE_STARTTLS = 2  # Next.STARTTLS returned, waiting for tls_started()
+_PHASE_CLOSED = 3
+
+_AUTH_NAMES = (
+    (AUTH_PLAIN_ENABLED, b"PLAIN"),
+    (AUTH_LOGIN_ENABLED, b"LOGIN"),
+    (AUTH_CRAM_MD5_ENABLED, b"CRAM-MD5"),
+    (AUTH_EXTERNAL_ENABLED, b"EXTERNAL"),
+)
+
+
+def _text(data: bytes | bytearray) -> str:
+    """Client or backend bytes for a log line (nginx writes them raw)."""
+    return bytes(data).decode("utf-8", "backslashreplace")
+
+
+def auth_methods(conf: ServerConf) -> int:
+    """``pop3_auth`` as the merge step leaves it: ``plain`` enables LOGIN too."""
+    mask = conf.pop3_auth
+    if mask & AUTH_PLAIN_ENABLED:
+        mask |= AUTH_LOGIN_ENABLED
+    return mask
+
+
+@lru_cache(maxsize=64)
+def _build_capabilities(caps: tuple[str, ...], mask: int) -> tuple[bytes, bytes, bytes, bytes]:
+    names = [name for bit, name in _AUTH_NAMES if mask & bit]
+    lines = [c.encode("utf-8", "surrogateescape") for c in caps]
+    body = b"".join(line + b"\r\n" for line in lines)
+    sasl_line = b"SASL" + b"".join(b" " + name for name in names) + b"\r\n"
+    capability = POP3_CAPA_HEAD + body + sasl_line + b".\r\n"
+    starttls = POP3_CAPA_HEAD + body + sasl_line + b"STLS\r\n.\r\n"
+    only_body = b"".join(line + b"\r\n" for line in lines if line.lower() != b"user")
+    starttls_only = POP3_CAPA_HEAD + only_body + b"STLS\r\n.\r\n"
+    auth = POP3_AUTH_HEAD + b"".join(name + b"\r\n" for name in names) + b".\r\n"
+    return capability, starttls, starttls_only, auth
+
+
+def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes, bytes]:
+    """The CAPA and AUTH replies built by ``ngx_mail_pop3_merge_srv_conf``.
+
+    ``(capability, starttls_capability, starttls_only_capability,
+    auth_capability)``: plain CAPA (with the SASL line, always printed);
+    the same plus ``STLS`` (``starttls on``, before TLS); the capabilities
+    minus ``USER``, no SASL line, plus ``STLS`` (``starttls only``, before
+    TLS); and the ``AUTH`` mechanism list.
+    """
+    return _build_capabilities(conf.pop3_capabilities, auth_methods(conf))
+
+
+class Pop3Machine:
+    """The POP3 auth phase of one client connection (see ``protocol.base``)."""
+
+    __slots__ = (
+        "_arg_start",
+        "_args",
+        "_buf",
+        "_cmd_start",
+        "_command",
+        "_pending",
+        "_phase",
+        "_pos",
+        "_reply",
+        "_state",
+        "action",
+        "auth",
+        "conf",
+        "errors",
+        "login",
+        "logs",
+        "mail_state",
+        "out",
+        "salt",
+        "tls",
+    )
+
+    @staticmethod
+    def needs_salt(conf: ServerConf) -> bool:
+        """APOP or CRAM-MD5 enabled: the greeting carries the salt."""
+        return bool(conf.pop3_auth & (AUTH_APOP_ENABLED | AUTH_CRAM_MD5_ENABLED))
+
+    def __init__(self, conf: ServerConf, salt: bytes = b"", tls: bool = False) -> None:
+        self.conf = conf
+        self.salt = salt
+        self.tls = tls
+        self.out: list[bytes] = []
+        self.logs: list[tuple[int, str]] = []
+        self.action = ACTION_GREETING
+        self.login = b""
+        self.auth: AuthRequest | None = None
+        self.errors = 0
+        self.mail_state = Pop3State.START
+        self._phase = _PHASE_AUTH
+        self._buf: bytearray | None = None  # the 128-byte window, from its start
+        self._pos = 0  # s->buffer->pos, an index into _buf
+        self._pending = b""  # read but not yet in the window (still "in the socket")
+        self._state = _SW_START
+        self._cmd_start = 0
+        self._arg_start = 0
+        self._command = 0
+        self._args: list[tuple[int, int]] = []
+        self._reply = POP3_OK
+
+    # -- the session's interface ---------------------------------------------
+
+    def greeting(self) -> bytes:
+        # nginx sets "in auth state" on the first read event, before it logs
+        # anything (a timeout included), so that is the action from now on.
+        self.action = ACTION_AUTH
+        if self.salt and self.needs_salt(self.conf):
+            return POP3_GREETING[:-2] + b" " + self.salt
+        return POP3_GREETING
+
+    def receive(self, data: bytes) -> Next:
+        phase = self._phase
+        if phase != _PHASE_AUTH:
+            if phase == _PHASE_CLOSED:
+                return Next.CLOSE
+            if phase == _PHASE_WAIT and data:
+                self._pending += data  # nginx leaves it in the socket meanwhile
+            return Next.READ
+        if data:
+            self._pending = self._pending + data if self._pending else data
+        return self._run()
+
+    def tls_started(self) -> None:
+        """The STLS upgrade is done (``ngx_mail_pop3_init_protocol`` again)."""
+        self.tls = True
+        self.action = ACTION_AUTH
+        self.mail_state = Pop3State.START
+        if self._phase == _PHASE_STARTTLS:
+            self._phase = _PHASE_AUTH
+
+    def auth_failed(self, text: bytes, error_code: bytes | None = None) -> None:
+        self.out.append(b"-ERR " + text + b"\r\n")
+
+    def resume(self) -> Next:
+        """After Auth-Wait: back to the start state, then handle buffered input."""
+        if self._phase == _PHASE_CLOSED:
+            return Next.CLOSE
+        self._phase = _PHASE_AUTH
+        self.mail_state = Pop3State.START
+        self.auth = None
+        self.action = ACTION_AUTH
+        return self._run()
+
+    def internal_error(self) -> bytes:
+        return POP3_INTERNAL_SERVER_ERROR
+
+    def leftover(self) -> bytes:
+        """The client's bytes after the auth command, for the backend."""
+        buf = self._buf
+        data = bytes(buf[self._pos :]) if buf is not None else b""
+        if self._pending:
+            data += self._pending
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        return data
+
+    def close(self) -> None:
+        """Forget buffered input; every later call is a no-op."""
+        self._phase = _PHASE_CLOSED
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        self._args = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the command window (at most ``POP3_BUFFER_SIZE``)."""
+        return len(self._buf) if self._buf is not None else 0
+
+    # -- the read loop (ngx_mail_pop3_auth_state + ngx_mail_read_command) -----
+
+    def _fill(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        buf = self._buf
+        if buf is None:
+            n = min(len(pending), POP3_BUFFER_SIZE)
+            self._buf = bytearray(pending[:n])
+        else:
+            n = min(len(pending), POP3_BUFFER_SIZE - len(buf))
+            if n <= 0:
+                return
+            buf += pending[:n]
+        self._pending = pending[n:]
+
+    def _run(self) -> Next:
+        while True:
+            self._fill()
+            buf = self._buf
+            if buf is None:
+                return Next.READ
+            quit_ = False
+            rc = self._parse(buf)
+            if rc == _AGAIN:
+                if len(buf) < POP3_BUFFER_SIZE:
+                    return Next.READ
+                self.logs.append((INFO, f'client sent too long command "{_text(buf)}"'))
+                quit_ = True
+                rc = _INVALID
+            elif rc == _INVALID:
+                self.errors += 1
+                if self.errors >= self.conf.max_errors:
+                    self.logs.append((INFO, "client sent too many invalid commands"))
+                    quit_ = True
+
+            self._reply = POP3_OK
+            if rc == _OK:
+                rc, quit_ = self._dispatch()
+
+            if rc == _DONE:
+                return self._start_auth()
+
+            if rc == _INVALID:
+                self.mail_state = Pop3State.START
+                self._state = _SW_START
+                self._reply = POP3_INVALID_COMMAND
+
+            self._args.clear()
+            buf = self._buf  # STLS dropped it
+            if buf is not None and self._pos >= len(buf):
+                self._buf = None
+                self._pos = 0
+            if self._state:
+                self._arg_start = self._pos
+            self.out.append(self._reply)
+
+            if quit_:
+                self.close()
+                return Next.CLOSE
+            if self._phase == _PHASE_STARTTLS:
+                self.action = ACTION_STARTTLS
+                return Next.STARTTLS
+
+    def _start_auth(self) -> Next:
+        """``ngx_mail_auth``: keep what follows the command, ask the auth service."""
+        self._args.clear()
+        buf = self._buf
+        if buf is not None and self._pos >= len(buf):
+            self._buf = None
+            self._pos = 0
+        self._state = _SW_START
+        self._phase = _PHASE_WAIT
+        self.action = ACTION_HTTP_AUTH
+        return Next.AUTH
+
+    # -- the parser (ngx_mail_pop3_parse_command) -----------------------------
+
+    def _parse(self, buf: bytearray) -> int:
+        state = self._state
+        p = self._pos
+        last = len(buf)
+        args = self._args
+        while p < last:
+            ch = buf[p]
+            if state == _SW_START:
+                self._cmd_start = p
+                state = _SW_COMMAND
+            if state == _SW_COMMAND:
+                if ch in (_SP, _CR, _LF):
+                    start = self._cmd_start
+                    cmd = _COMMANDS.get(bytes(buf[start:p]).upper()) if p - start == 4 else None
+                    if cmd is None:
+                        return self._invalid(buf, p)
+                    self._command = cmd
+                    if ch == _SP:
+                        state = _SW_SPACES_BEFORE_ARGUMENT
+                    elif ch == _CR:
+                        state = _SW_ALMOST_DONE
+                    else:
+                        return self._done(p)
+                elif not (0x41 <= ch <= 0x5A or 0x61 <= ch <= 0x7A):
+                    return self._invalid(buf, p)
+            elif state == _SW_INVALID:
+                return self._invalid(buf, p)
+            elif state == _SW_SPACES_BEFORE_ARGUMENT:
+                if ch == _SP:
+                    pass
+                elif ch == _CR:
+                    state = _SW_ALMOST_DONE
+                elif ch == _LF:
+                    return self._done(p)
+                elif len(args) <= 2:
+                    state = _SW_ARGUMENT
+                    self._arg_start = p
+                else:
+                    return self._invalid(buf, p)
+            elif state == _SW_ARGUMENT:
+                if ch == _SP and self._command in (_USER, _PASS):
+                    pass  # spaces belong to the user name or password
+                elif ch in (_SP, _CR, _LF):
+                    args.append((self._arg_start, p))
+                    if ch == _SP:
+                        state = _SW_SPACES_BEFORE_ARGUMENT
+                    elif ch == _CR:
+                        state = _SW_ALMOST_DONE
+                    else:
+                        return self._done(p)
+            else:  # _SW_ALMOST_DONE
+                if ch == _LF:
+                    return self._done(p)
+                return self._invalid(buf, p)
+            p += 1
+        self._pos = p
+        self._state = state
+        return _AGAIN
+
+    def _done(self, p: int) -> int:
+        self._pos = p + 1
+        self._state = _SW_ARGUMENT if self._command == _AUTH else _SW_START
+        return _OK
+
+    def _invalid(self, buf: bytearray, p: int) -> int:
+        """Skip the invalid command up to its LF."""
+        lf = buf.find(b"\n", p)
+        if lf < 0:
+            self._state = _SW_INVALID
+            self._pos = len(buf)
+            return _AGAIN
+        self._state = _SW_START
+        self._pos = lf + 1
+        return _INVALID
+
+    def _arg(self, i: int) -> bytes:
+        start, end = self._args[i]
+        assert self._buf is not None
+        return bytes(self._buf[start:end])
+
+    # -- the handlers -----------------------------------------------------------
+
+    def _dispatch(self) -> tuple[int, bool]:
+        state = self.mail_state
+        cmd = self._command
+        if state == Pop3State.START:
+            if cmd == _USER:
+                return self._user(), False
+            if cmd == _CAPA:
+                return self._capa(True), False
+            if cmd == _APOP:
+                return self._apop(), False
+            if cmd == _AUTH:
+                return self._auth_command(), False
+            if cmd == _QUIT:
+                return _OK, True
+            if cmd == _NOOP:
+                return _OK, False
+            if cmd == _STLS:
+                return self._stls(), False
+            return _INVALID, False
+        if state == Pop3State.USER:
+            if cmd == _PASS:
+                return self._pass(), False
+            if cmd == _CAPA:
+                return self._capa(False), False
+            if cmd == _QUIT:
+                return _OK, True
+            if cmd == _NOOP:
+                return _OK, False
+            return _INVALID, False
+        if state == Pop3State.AUTH_LOGIN_USERNAME:
+            rc = self._auth_login_username(0)
+            self._reply = POP3_PASSWORD
+            self.mail_state = Pop3State.AUTH_LOGIN_PASSWORD
+            return rc, False
+        if state == Pop3State.AUTH_LOGIN_PASSWORD:
+            return self._auth_login_password(), False
+        if state == Pop3State.AUTH_PLAIN:
+            return self._auth_plain(0), False
+        if state == Pop3State.AUTH_CRAM_MD5:
+            return self._auth_cram_md5(), False
+        if state == Pop3State.AUTH_EXTERNAL:
+            return self._auth_external(0), False
+        return _OK, False  # PASSWD: not reached, as in nginx
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.starttls == Starttls.ONLY
+
+    def _user(self) -> int:
+        if self._starttls_only() or len(self._args) != 1:
+            return _INVALID
+        self.login = self._arg(0)
+        self.mail_state = Pop3State.USER
+        return _OK
+
+    def _pass(self) -> int:
+        if len(self._args) != 1:
+            return _INVALID
+        self.auth = AuthRequest(self.login, self._arg(0), AuthMethod.PLAIN)
+        return _DONE
+
+    def _capa(self, stls: bool) -> int:
+        capability, starttls, starttls_only, _ = capabilities(self.conf)
+        reply = capability
+        if stls and not self.tls:
+            if self.conf.starttls == Starttls.ON:
+                reply = starttls
+            elif self.conf.starttls == Starttls.ONLY:
+                reply = starttls_only
+        self._reply = reply
+        return _OK
+
+    def _stls(self) -> int:
+        if self.tls or self.conf.starttls == Starttls.OFF:
+            return _INVALID
+        # CVE-2014-3556: nothing pipelined after STLS survives the upgrade
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        self._phase = _PHASE_STARTTLS
+        return _OK
+
+    def _apop(self) -> int:
+        if self._starttls_only() or len(self._args) != 2:
+            return _INVALID
+        if not auth_methods(self.conf) & AUTH_APOP_ENABLED:
+            return _INVALID
+        self.login = self._arg(0)
+        self.auth = AuthRequest(self.login, self._arg(1), AuthMethod.APOP, salt=self.salt)
+        return _DONE
+
+    def _auth_command(self) -> int:
+        if self._starttls_only():
+            return _INVALID
+        nargs = len(self._args)
+        if nargs == 0:
+            self._reply = capabilities(self.conf)[3]
+            self._state = _SW_START
+            return _OK
+        mech = self._arg(0).upper()
+        mask = auth_methods(self.conf)
+        if mech == b"LOGIN":
+            if nargs == 1:
+                self._reply = POP3_USERNAME
+                self.mail_state = Pop3State.AUTH_LOGIN_USERNAME
+                return _OK
+            if nargs == 2:
+                self._reply = POP3_PASSWORD
+                self.mail_state = Pop3State.AUTH_LOGIN_PASSWORD
+                return self._auth_login_username(1)
+            return _INVALID
+        if mech == b"PLAIN":
+            if nargs == 1:
+                self._reply = POP3_NEXT
+                self.mail_state = Pop3State.AUTH_PLAIN
+                return _OK
+            if nargs == 2:
+                return self._auth_plain(1)
+            return _INVALID
+        if mech == b"CRAM-MD5":
+            if nargs != 1 or not mask & AUTH_CRAM_MD5_ENABLED:
+                return _INVALID
+            self._reply = sasl.cram_md5_challenge(b"+ ", self.salt)
+            self.mail_state = Pop3State.AUTH_CRAM_MD5
+            return _OK
+        if mech == b"EXTERNAL":
+            if nargs == 1:
+                if not mask & AUTH_EXTERNAL_ENABLED:
+                    return _INVALID
+                self._reply = POP3_USERNAME
+                self.mail_state = Pop3State.AUTH_EXTERNAL
+                return _OK
+            if nargs == 2:
+                # as nginx: an initial response skips the "external" check
+                return self._auth_external(1)
+        return _INVALID
+
+    def _auth_login_username(self, n: int) -> int:
+        try:
+            self.login = sasl.auth_login_username(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        return _OK
+
+    def _auth_login_password(self) -> int:
+        try:
+            passwd = sasl.auth_login_password(self._arg(0))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.auth = AuthRequest(self.login, passwd, AuthMethod.LOGIN)
+        return _DONE
+
+    def _auth_plain(self, n: int) -> int:
+        try:
+            login, passwd = sasl.auth_plain(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.login = login
+        self.auth = AuthRequest(login, passwd, AuthMethod.PLAIN)
+        return _DONE
+
+    def _auth_cram_md5(self) -> int:
+        arg = self._arg(0)
+        decoded = sasl.decode_base64(arg)
+        if decoded is not None:
+            # nginx sets the login before it checks the digest's length, so
+            # the "invalid CRAM-MD5 hash" line already carries it
+            sp = decoded.find(b" ")
+            self.login = decoded[:sp] if sp >= 0 else decoded
+        try:
+            login, digest = sasl.auth_cram_md5(arg)
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
+        return _DONE
+
+    def _auth_external(self, n: int) -> int:
+        try:
+            login = sasl.auth_external(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.login = login
+        self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
+        return _DONE
+
+
+class Pop3Upstream:
+    """Log in to a POP3 backend: ``USER``, then ``PASS``; relay its ``+OK``.
+
+    As ``ngx_mail_proxy_read_response``: the bytes read are kept in one buffer
+    of ``proxy_buffer`` bytes; a reply is complete when what has been read ends
+    with CRLF (at least 4 bytes), and is good when it starts with ``+OK``.
+    After ``USER`` and ``PASS`` are sent the buffer is emptied, so anything the
+    backend sent after a good reply in the same read is dropped.  The last
+    reply (the answer to PASS) is relayed to the client as it is.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_result",
+        "action",
+        "conf",
+        "login",
+        "logs",
+        "passwd",
+        "state",
+        "to_client",
+        "to_upstream",
+    )
+
+    def __init__(self, conf: ServerConf, login: bytes, passwd: bytes) -> None:
+        self.conf = conf
+        self.login = login
+        self.passwd = passwd
+        self.state = Pop3State.START
+        self.action = ACTION_CONNECTING
+        self.to_upstream: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.logs: list[tuple[int, str]] = []
+        self._buf: bytearray | None = None
+        self._result = UpNext.READ
+
+    def internal_error(self) -> bytes:
+        return POP3_INTERNAL_SERVER_ERROR
+
+    def receive(self, data: bytes) -> UpNext:
+        if self._result != UpNext.READ:
+            return self._result
+        self.action = ACTION_READING
+        size = self.conf.proxy_buffer
+        while data:
+            buf = self._buf
+            if buf is None:
+                buf = self._buf = bytearray()
+            room = size - len(buf)
+            if room <= 0:  # a proxy_buffer under 4 bytes: nginx's recv() of 0 bytes
+                return self._fail(POP3_INTERNAL_SERVER_ERROR)
+            buf += data[:room]
+            data = data[room:]
+            if len(buf) < 4:
+                continue
+            if buf[-2:] != b"\r\n":
+                if len(buf) < size:
+                    continue
+                line = bytes(buf[:-1]).split(b"\0", 1)[0]
+                self.logs.append((ERR, f'upstream sent too long response line: "{_text(line)}"'))
+                return self._fail(POP3_INTERNAL_SERVER_ERROR)
+            if buf[:3] != b"+OK":
+                return self._invalid(buf)
+            if self.state == Pop3State.START:
+                self.action = ACTION_SEND_USER
+                self.to_upstream.append(b"USER " + self.login + b"\r\n")
+                self.state = Pop3State.USER
+            elif self.state == Pop3State.USER:
+                self.action = ACTION_SEND_PASS
+                self.to_upstream.append(b"PASS " + self.passwd + b"\r\n")
+                self.state = Pop3State.PASSWD
+            else:
+                self.to_client.append(bytes(buf) + data)
+                self._buf = None
+                self.action = ""
+                self._result = UpNext.DONE
+                return UpNext.DONE
+            self._buf = None
+        return UpNext.READ
+
+    def _invalid(self, buf: bytearray) -> UpNext:
+        if not self.conf.proxy_pass_error_message:
+            line = bytes(buf[:-2]).split(b"\0", 1)[0]
+            self.logs.append((ERR, f'upstream sent invalid response: "{_text(line)}"'))
+            return self._fail(POP3_INTERNAL_SERVER_ERROR)
+        self.logs.append((INFO, f'upstream sent invalid response: "{_text(buf[:-2])}"'))
+        return self._fail(bytes(buf))
+
+    def _fail(self, reply: bytes) -> UpNext:
+        self.to_client.append(reply)
+        self._buf = None
+        self._result = UpNext.FAIL
+        return UpNext.FAIL
