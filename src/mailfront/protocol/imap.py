@@ -1,0 +1,885 @@
+"""IMAP: the client's auth phase and the backend login, as nginx does them.
+
+``ImapMachine`` is ``ngx_mail_imap_handler.c`` plus ``ngx_mail_imap_parse_command``
+(``ngx_mail_parse.c``) and ``ngx_mail_read_command`` (``ngx_mail_handler.c``);
+``ImapUpstream`` is ``ngx_mail_proxy_imap_handler`` with
+``ngx_mail_proxy_read_response`` (``ngx_mail_proxy_module.c``).  Both are
+sans-IO: bytes in, replies, log lines and an outcome out.
+
+The command buffer is nginx's: a window of ``imap_client_buffer`` bytes that
+is only rewound to its start when every byte in it has been handled (and kept
+as it is while an ``AUTHENTICATE`` exchange goes on).  A command, its literals
+included, must fit in what is left of the window, and ``client sent too long
+command`` logs the whole window.  ``_buf`` holds the window (``None`` when
+empty); ``_pending`` holds what was received but does not fit yet: nginx
+leaves those bytes in the socket and reads them as soon as there is room.
+
+nginx quirks kept on purpose (each is what nginx 1.29.x answers):
+
+- a missing tag (a line starting with a space) is the tag ``" "``;
+- only invalid commands found by the parser count toward ``max_errors``;
+  a bad ``LOGIN`` argument count or bad base64 does not;
+- a bad base64 user name after ``AUTHENTICATE LOGIN``'s prompt gets an
+  untagged ``BAD invalid command``;
+- an unterminated quoted string leaves the parser "in quotes" for the next
+  command (its spaces then do not separate arguments);
+- ``{0}`` takes one byte as its content;
+- ``AUTHENTICATE EXTERNAL <initial response>`` skips the ``imap_auth`` check;
+- an invalid command ending in ``+}`` closes the connection (nginx cannot
+  skip the non-synchronising literal it announces);
+- after a failed login and Auth-Wait, the failed command's tag is still the
+  tag of a following command that is invalid before its own tag ends.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+
+from mailfront.conf.model import (
+    AUTH_CRAM_MD5_ENABLED,
+    AUTH_EXTERNAL_ENABLED,
+    AUTH_LOGIN_ENABLED,
+    AUTH_PLAIN_ENABLED,
+    AuthMethod,
+    ServerConf,
+    Starttls,
+)
+from mailfront.protocol import sasl
+from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, UpNext
+
+# Replies, worded as ngx_mail_imap_handler.c / ngx_mail_imap_module.c word them
+IMAP_GREETING = b"* OK IMAP4 ready\r\n"
+IMAP_STAR = b"* "
+IMAP_OK = b"OK completed\r\n"
+IMAP_NEXT = b"+ OK\r\n"
+IMAP_PLAIN_NEXT = b"+ \r\n"
+IMAP_USERNAME = b"+ " + sasl.USERNAME_PROMPT + b"\r\n"
+IMAP_PASSWORD = b"+ " + sasl.PASSWORD_PROMPT + b"\r\n"
+IMAP_BYE = b"* BYE\r\n"
+IMAP_INVALID_COMMAND = b"BAD invalid command\r\n"
+IMAP_INTERNAL_SERVER_ERROR = b"* BAD internal server error\r\n"
+IMAP_CERT_ERROR = b"* BYE SSL certificate error\r\n"
+IMAP_NO_CERT = b"* BYE No required SSL certificate\r\n"
+
+# c->log->action texts
+ACTION_GREETING = "sending client greeting line"
+ACTION_AUTH = "in auth state"
+ACTION_STARTTLS = "in starttls state"
+ACTION_HTTP_AUTH = "in http auth state"
+ACTION_CONNECTING = "connecting to upstream"
+ACTION_READING = "reading response from upstream"
+ACTION_SEND_LOGIN = "sending LOGIN command to upstream"
+ACTION_SEND_USER = "sending user name to upstream"
+ACTION_SEND_PASS = "sending password to upstream"
+
+
+class ImapState(enum.IntEnum):
+    """nginx's ``ngx_imap_state_e`` (``s->mail_state``)."""
+
+    START = 0
+    AUTH_LOGIN_USERNAME = 1
+    AUTH_LOGIN_PASSWORD = 2
+    AUTH_PLAIN = 3
+    AUTH_CRAM_MD5 = 4
+    AUTH_EXTERNAL = 5
+    LOGIN = 6  # backend login: LOGIN sent, waiting for "+"
+    USER = 7  # user name sent, waiting for "+"
+    PASSWD = 8  # password sent, waiting for the tagged OK
+
+
+# s->command
+_LOGIN, _LOGOUT, _CAPABILITY, _NOOP, _STARTTLS, _AUTHENTICATE = range(1, 7)
+_COMMANDS = {
+    b"LOGIN": _LOGIN,
+    b"LOGOUT": _LOGOUT,
+    b"CAPABILITY": _CAPABILITY,
+    b"NOOP": _NOOP,
+    b"STARTTLS": _STARTTLS,
+    b"AUTHENTICATE": _AUTHENTICATE,
+}
+
+# parser states (s->state), as in ngx_mail_imap_parse_command
+_SW_START = 0
+_SW_TAG = 1
+_SW_INVALID = 2
+_SW_SPACES_BEFORE_COMMAND = 3
+_SW_COMMAND = 4
+_SW_SPACES_BEFORE_ARGUMENT = 5
+_SW_ARGUMENT = 6
+_SW_BACKSLASH = 7
+_SW_LITERAL = 8
+_SW_NO_SYNC_LITERAL_ARGUMENT = 9
+_SW_START_LITERAL_ARGUMENT = 10
+_SW_LITERAL_ARGUMENT = 11
+_SW_END_LITERAL_ARGUMENT = 12
+_SW_ALMOST_DONE = 13
+
+# parse and handler results
+_OK = 0
+_AGAIN = 1
+_INVALID = 2
+_DONE = 3
+_NEXT = 4  # NGX_IMAP_NEXT: a synchronising literal wants "+ OK"
+
+_SP, _CR, _LF, _DQUOTE, _BACKSLASH = 0x20, 0x0D, 0x0A, 0x22, 0x5C
+_LBRACE, _RBRACE, _PLUS = 0x7B, 0x7D, 0x2B
+_TAG_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
+_MAX_TAG = 32
+# A literal's length may not overflow nginx's size_t counter (1.29.6).
+_MAX_LITERAL = (1 << 63) - 1
+
+# session phases
+_PHASE_AUTH = 0  # reading commands
+_PHASE_WAIT = 1  # Next.AUTH returned, waiting for the session's answer
+_PHASE_STARTTLS = 2  # Next.STARTTLS returned, waiting for tls_started()
+_PHASE_CLOSED = 3
+
+# imap_auth bits and their CAPABILITY names, in nginx's fixed order
+# (NGX_MAIL_AUTH_PLAIN_ENABLED up to NGX_MAIL_AUTH_EXTERNAL_ENABLED; APOP has
+# no IMAP name and cannot be set by imap_auth)
+_AUTH_NAMES = (
+    (AUTH_PLAIN_ENABLED, b"AUTH=PLAIN"),
+    (AUTH_LOGIN_ENABLED, b"AUTH=LOGIN"),
+    (AUTH_CRAM_MD5_ENABLED, b"AUTH=CRAM-MD5"),
+    (AUTH_EXTERNAL_ENABLED, b"AUTH=EXTERNAL"),
+)
+
+
+def _text(data: bytes | bytearray) -> str:
+    """Client or backend bytes for a log line (nginx writes them raw)."""
+    return bytes(data).decode("utf-8", "backslashreplace")
+
+
+def _cstr(data: bytes | bytearray) -> str:
+    """What nginx's ``%s`` prints of a buffer: up to the first NUL."""
+    return _text(bytes(data).split(b"\0", 1)[0])
+
+
+@lru_cache(maxsize=64)
+def _build_capabilities(caps: tuple[str, ...], mask: int) -> tuple[bytes, bytes, bytes]:
+    head = b"* CAPABILITY" + b"".join(b" " + c.encode("utf-8", "surrogateescape") for c in caps)
+    auth = b"".join(b" " + name for bit, name in _AUTH_NAMES if mask & bit)
+    capability = head + auth + b"\r\n"
+    starttls = head + auth + b" STARTTLS\r\n"
+    starttls_only = head + b" STARTTLS LOGINDISABLED\r\n"
+    return capability, starttls, starttls_only
+
+
+def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes]:
+    """The CAPABILITY lines built by ``ngx_mail_imap_merge_srv_conf``.
+
+    ``(capability, starttls_capability, starttls_only_capability)``: the
+    configured capabilities then the ``AUTH=`` names (PLAIN LOGIN CRAM-MD5
+    EXTERNAL, as enabled); the same plus ``STARTTLS`` (``starttls on``, before
+    TLS); the configured capabilities plus ``STARTTLS LOGINDISABLED`` and no
+    ``AUTH=`` name (``starttls only``, before TLS).
+    """
+    return _build_capabilities(conf.imap_capabilities, conf.imap_auth)
+
+
+class ImapMachine:
+    """The IMAP auth phase of one client connection (see ``protocol.base``).
+
+    ``tag`` is nginx's ``s->tag`` of the last command: the client's tag with
+    its trailing space (``b"a1 "``), as the backend login reuses it.
+    """
+
+    __slots__ = (
+        "_arg_start",
+        "_args",
+        "_backslash",
+        "_buf",
+        "_cmd_start",
+        "_command",
+        "_literal_len",
+        "_no_sync",
+        "_pending",
+        "_phase",
+        "_pos",
+        "_quit",
+        "_quoted",
+        "_state",
+        "_tag_start",
+        "action",
+        "auth",
+        "conf",
+        "errors",
+        "login",
+        "logs",
+        "mail_state",
+        "out",
+        "salt",
+        "tag",
+        "tls",
+    )
+
+    @staticmethod
+    def needs_salt(conf: ServerConf) -> bool:
+        """CRAM-MD5 enabled: its challenge is the salt (nginx makes it lazily)."""
+        return bool(conf.imap_auth & AUTH_CRAM_MD5_ENABLED)
+
+    def __init__(self, conf: ServerConf, salt: bytes = b"", tls: bool = False) -> None:
+        self.conf = conf
+        self.salt = salt
+        self.tls = tls
+        self.out: list[bytes] = []
+        self.logs: list[tuple[int, str]] = []
+        self.action = ACTION_GREETING
+        self.login = b""
+        self.tag = b""
+        self.auth: AuthRequest | None = None
+        self.errors = 0
+        self.mail_state = ImapState.START
+        self._phase = _PHASE_AUTH
+        self._buf: bytearray | None = None  # the command window, from its start
+        self._pos = 0  # s->buffer->pos, an index into _buf
+        self._pending = b""  # received but not yet in the window ("in the socket")
+        self._state = _SW_START
+        self._quoted = False
+        self._backslash = False
+        self._no_sync = False
+        self._literal_len = 0
+        self._quit = False
+        self._tag_start = 0
+        self._cmd_start = 0
+        self._arg_start = 0
+        self._command = 0
+        self._args: list[bytes] = []
+
+    # -- the session's interface ---------------------------------------------
+
+    def greeting(self) -> bytes:
+        # nginx sets "in auth state" on the first read event, before it logs
+        # anything (a timeout included), so that is the action from now on.
+        self.action = ACTION_AUTH
+        return IMAP_GREETING
+
+    def receive(self, data: bytes) -> Next:
+        phase = self._phase
+        if phase != _PHASE_AUTH:
+            if phase == _PHASE_CLOSED:
+                return Next.CLOSE
+            if phase == _PHASE_WAIT and data:
+                self._pending += data  # nginx leaves it in the socket meanwhile
+            return Next.READ
+        if data:
+            self._pending = self._pending + data if self._pending else data
+        return self._run()
+
+    def tls_started(self) -> None:
+        """The STARTTLS upgrade is done (``ngx_mail_imap_init_protocol`` again)."""
+        self.tls = True
+        self.action = ACTION_AUTH
+        self.mail_state = ImapState.START
+        if self._phase == _PHASE_STARTTLS:
+            self._phase = _PHASE_AUTH
+
+    def auth_failed(self, text: bytes, error_code: bytes | None = None) -> None:
+        """``<tag>NO <text>``: nginx's stored tag keeps its trailing space."""
+        self.out.append(self.tag + b"NO " + text + b"\r\n")
+
+    def resume(self) -> Next:
+        """After Auth-Wait: back to the start state, then handle buffered input."""
+        if self._phase == _PHASE_CLOSED:
+            return Next.CLOSE
+        self._phase = _PHASE_AUTH
+        self.mail_state = ImapState.START
+        self.auth = None
+        self.action = ACTION_AUTH
+        return self._run()
+
+    def internal_error(self) -> bytes:
+        return IMAP_INTERNAL_SERVER_ERROR
+
+    def leftover(self) -> bytes:
+        """The client's bytes after the auth command, for the backend."""
+        buf = self._buf
+        data = bytes(buf[self._pos :]) if buf is not None else b""
+        if self._pending:
+            data += self._pending
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        return data
+
+    def close(self) -> None:
+        """Forget buffered input; every later call is a no-op."""
+        self._phase = _PHASE_CLOSED
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        self._args = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the command window (at most ``imap_client_buffer``)."""
+        return len(self._buf) if self._buf is not None else 0
+
+    # -- the read loop (ngx_mail_imap_auth_state + ngx_mail_read_command) -----
+
+    def _fill(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        size = self.conf.imap_client_buffer
+        buf = self._buf
+        if buf is None:
+            n = min(len(pending), size)
+            if n <= 0:
+                return
+            self._buf = bytearray(pending[:n])
+        else:
+            n = min(len(pending), size - len(buf))
+            if n <= 0:
+                return
+            buf += pending[:n]
+        self._pending = pending[n:]
+
+    def _run(self) -> Next:
+        size = self.conf.imap_client_buffer
+        while True:
+            self._fill()
+            buf = self._buf
+            if buf is None:
+                if size > 0 or not self._pending:
+                    return Next.READ
+                buf = self._buf = bytearray()  # a zero-byte window is always full
+            self._quit = False
+            rc = self._parse(buf)
+            if rc == _AGAIN:
+                if len(buf) < size:
+                    return Next.READ
+                self.logs.append((INFO, f'client sent too long command "{_text(buf)}"'))
+                self._quit = True
+                rc = _INVALID
+            elif rc == _INVALID:
+                self.errors += 1
+                if self.errors >= self.conf.max_errors:
+                    self.logs.append((INFO, "client sent too many invalid commands"))
+                    self._quit = True
+
+            tagged = True
+            text = b""
+            reply = IMAP_OK
+            if rc == _OK:
+                rc, tagged, text, reply = self._dispatch()
+            elif rc == _NEXT:
+                tagged = False
+                reply = IMAP_NEXT
+
+            if rc == _DONE:
+                return self._start_auth()
+
+            if rc == _INVALID:
+                self._state = _SW_START
+                reply = IMAP_INVALID_COMMAND
+                self.mail_state = ImapState.START
+
+            if tagged:
+                if not self.tag:
+                    self.tag = IMAP_STAR
+                reply = text + self.tag + reply
+
+            if rc != _NEXT:
+                self._args.clear()
+                if self._state:
+                    # an AUTHENTICATE exchange goes on: keep the tag, and the
+                    # next line is an argument starting where the buffer is
+                    self._arg_start = self._pos
+                else:
+                    buf = self._buf  # STARTTLS dropped it
+                    if buf is not None and self._pos >= len(buf):
+                        self._buf = None
+                        self._pos = 0
+                    self.tag = b""
+            self.out.append(reply)
+
+            if self._quit:
+                self.close()
+                return Next.CLOSE
+            if self._phase == _PHASE_STARTTLS:
+                self.action = ACTION_STARTTLS
+                return Next.STARTTLS
+
+    def _start_auth(self) -> Next:
+        """``ngx_mail_auth``: keep what follows the command, ask the auth service."""
+        self._args.clear()
+        buf = self._buf
+        if buf is not None and self._pos >= len(buf):
+            self._buf = None
+            self._pos = 0
+        self._state = _SW_START
+        self._phase = _PHASE_WAIT
+        self.action = ACTION_HTTP_AUTH
+        return Next.AUTH
+
+    # -- the parser (ngx_mail_imap_parse_command) -----------------------------
+
+    def _parse(self, buf: bytearray) -> int:
+        state = self._state
+        p = self._pos
+        last = len(buf)
+        args = self._args
+        while p < last:
+            ch = buf[p]
+            if state == _SW_START:
+                self._tag_start = p
+                state = _SW_TAG
+            if state == _SW_TAG:
+                if ch == _SP:
+                    self.tag = bytes(buf[self._tag_start : p + 1])
+                    state = _SW_SPACES_BEFORE_COMMAND
+                elif ch not in _TAG_CHARS or p - self._tag_start >= _MAX_TAG:
+                    return self._invalid(buf, p)
+            elif state == _SW_INVALID:
+                return self._invalid(buf, p)
+            elif state == _SW_SPACES_BEFORE_COMMAND:
+                if ch in (_CR, _LF):
+                    return self._invalid(buf, p)
+                if ch != _SP:
+                    self._cmd_start = p
+                    state = _SW_COMMAND
+            elif state == _SW_COMMAND:
+                if ch in (_SP, _CR, _LF):
+                    cmd = _COMMANDS.get(bytes(buf[self._cmd_start : p]).upper())
+                    if cmd is None:
+                        return self._invalid(buf, p)
+                    self._command = cmd
+                    if ch == _SP:
+                        state = _SW_SPACES_BEFORE_ARGUMENT
+                    elif ch == _CR:
+                        state = _SW_ALMOST_DONE
+                    else:
+                        return self._done(p)
+                elif not (0x41 <= ch <= 0x5A or 0x61 <= ch <= 0x7A):
+                    return self._invalid(buf, p)
+            elif state == _SW_SPACES_BEFORE_ARGUMENT:
+                if ch == _SP:
+                    pass
+                elif ch == _CR:
+                    state = _SW_ALMOST_DONE
+                elif ch == _LF:
+                    return self._done(p)
+                elif len(args) > 2:
+                    return self._invalid(buf, p)
+                elif ch == _DQUOTE:
+                    self._quoted = True
+                    self._arg_start = p + 1
+                    state = _SW_ARGUMENT
+                elif ch == _LBRACE:
+                    state = _SW_LITERAL
+                else:
+                    self._arg_start = p
+                    state = _SW_ARGUMENT
+            elif state == _SW_ARGUMENT:
+                if ch == (_SP if self._quoted else _DQUOTE):
+                    pass  # a space in quotes, or a quote in an atom, is data
+                elif ch in (_DQUOTE, _SP, _CR, _LF):
+                    if ch == _DQUOTE:
+                        self._quoted = False
+                    self._push_arg(buf, p)
+                    if ch == _CR:
+                        state = _SW_ALMOST_DONE
+                    elif ch == _LF:
+                        return self._done(p)
+                    else:
+                        state = _SW_SPACES_BEFORE_ARGUMENT
+                elif ch == _BACKSLASH and self._quoted:
+                    self._backslash = True
+                    state = _SW_BACKSLASH
+            elif state == _SW_BACKSLASH:
+                if ch in (_CR, _LF):
+                    return self._invalid(buf, p)
+                state = _SW_ARGUMENT
+            elif state == _SW_LITERAL:
+                if 0x30 <= ch <= 0x39:
+                    n = self._literal_len * 10 + (ch - 0x30)
+                    if n > _MAX_LITERAL:
+                        return self._invalid(buf, p)
+                    self._literal_len = n
+                elif ch == _RBRACE:
+                    state = _SW_START_LITERAL_ARGUMENT
+                elif ch == _PLUS:
+                    state = _SW_NO_SYNC_LITERAL_ARGUMENT
+                else:
+                    return self._invalid(buf, p)
+            elif state == _SW_NO_SYNC_LITERAL_ARGUMENT:
+                if ch != _RBRACE:
+                    return self._invalid(buf, p)
+                self._no_sync = True
+                state = _SW_START_LITERAL_ARGUMENT
+            elif state == _SW_START_LITERAL_ARGUMENT:
+                if ch == _LF:
+                    self._arg_start = p + 1
+                    if not self._no_sync:
+                        self._pos = p + 1
+                        self._state = _SW_LITERAL_ARGUMENT
+                        return _NEXT
+                    self._no_sync = False
+                    state = _SW_LITERAL_ARGUMENT
+                elif ch != _CR:
+                    return self._invalid(buf, p)
+            elif state == _SW_LITERAL_ARGUMENT:
+                n = self._literal_len
+                if n > 1:
+                    # every byte but the last of the literal is just counted
+                    k = min(n - 1, last - p)
+                    self._literal_len = n - k
+                    p += k
+                    continue
+                # the literal's last byte ({0} too takes one byte, as nginx)
+                self._literal_len = 0
+                args.append(bytes(buf[self._arg_start : p + 1]))
+                state = _SW_END_LITERAL_ARGUMENT
+            elif state == _SW_END_LITERAL_ARGUMENT:
+                # 1.29.6: a literal is followed by SP or CRLF
+                if ch == _SP:
+                    state = _SW_SPACES_BEFORE_ARGUMENT
+                elif ch == _CR:
+                    state = _SW_ALMOST_DONE
+                elif ch == _LF:
+                    return self._done(p)
+                else:
+                    return self._invalid(buf, p)
+            else:  # _SW_ALMOST_DONE
+                if ch == _LF:
+                    return self._done(p)
+                return self._invalid(buf, p)
+            p += 1
+        self._pos = p
+        self._state = state
+        return _AGAIN
+
+    def _push_arg(self, buf: bytearray, p: int) -> None:
+        """End an atom or quoted string at ``p``; unescape it in place as nginx."""
+        start = self._arg_start
+        end = p
+        if self._backslash:
+            dst = src = start
+            while src < end:
+                c = buf[src]
+                src += 1
+                if c == _BACKSLASH and src < end:
+                    c = buf[src]
+                    src += 1
+                buf[dst] = c
+                dst += 1
+            end = dst
+            self._backslash = False
+        self._args.append(bytes(buf[start:end]))
+
+    def _done(self, p: int) -> int:
+        self._pos = p + 1
+        self._state = _SW_ARGUMENT if self._command == _AUTHENTICATE else _SW_START
+        return _OK
+
+    def _invalid(self, buf: bytearray, p: int) -> int:
+        """Skip the invalid command up to its LF; spot a ``{n+}`` ending it."""
+        self._state = _SW_INVALID
+        self._quoted = False
+        self._backslash = False
+        self._no_sync = False
+        self._literal_len = 0
+        lf = buf.find(b"\n", p)
+        if lf < 0:
+            self._pos = len(buf)
+            return _AGAIN
+        self._state = _SW_START
+        self._pos = lf + 1
+        if lf > 4:  # nginx: p - start > sizeof("{1+}") - 1
+            q = lf - 1
+            if buf[q] == _CR:
+                q -= 1
+            if buf[q] == _RBRACE and buf[q - 1] == _PLUS:
+                self._quit = True  # it cannot skip the literal that follows
+        return _INVALID
+
+    def _arg(self, i: int) -> bytes:
+        args = self._args
+        return args[i] if i < len(args) else b""
+
+    # -- the handlers -----------------------------------------------------------
+
+    def _dispatch(self) -> tuple[int, bool, bytes, bytes]:
+        """One parsed command: ``(rc, tagged, text before the tag, reply)``."""
+        state = self.mail_state
+        if state == ImapState.START:
+            cmd = self._command
+            if cmd == _LOGIN:
+                return self._login(), True, b"", IMAP_OK
+            if cmd == _AUTHENTICATE:
+                rc, reply = self._authenticate()
+                return rc, rc != _OK, b"", reply
+            if cmd == _CAPABILITY:
+                return _OK, True, self._capability(), IMAP_OK
+            if cmd == _LOGOUT:
+                self._quit = True
+                return _OK, True, IMAP_BYE, IMAP_OK
+            if cmd == _NOOP:
+                return _OK, True, b"", IMAP_OK
+            return self._starttls(), True, b"", IMAP_OK
+        if state == ImapState.AUTH_LOGIN_USERNAME:
+            rc = self._auth_login_username(0)
+            self.mail_state = ImapState.AUTH_LOGIN_PASSWORD
+            # untagged even when the user name is refused, as nginx
+            return rc, False, b"", IMAP_PASSWORD
+        if state == ImapState.AUTH_LOGIN_PASSWORD:
+            return self._auth_login_password(), True, b"", IMAP_OK
+        if state == ImapState.AUTH_PLAIN:
+            return self._auth_plain(0), True, b"", IMAP_OK
+        if state == ImapState.AUTH_CRAM_MD5:
+            return self._auth_cram_md5(), True, b"", IMAP_OK
+        return self._auth_external(0), True, b"", IMAP_OK
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.starttls == Starttls.ONLY
+
+    def _login(self) -> int:
+        if self._starttls_only():
+            return _INVALID
+        args = self._args
+        if len(args) != 2 or not args[0]:
+            return _INVALID
+        self.login = args[0]
+        self.auth = AuthRequest(args[0], args[1], AuthMethod.PLAIN)
+        return _DONE
+
+    def _capability(self) -> bytes:
+        capability, starttls, starttls_only = capabilities(self.conf)
+        if not self.tls:
+            if self.conf.starttls == Starttls.ON:
+                return starttls
+            if self.conf.starttls == Starttls.ONLY:
+                return starttls_only
+        return capability
+
+    def _starttls(self) -> int:
+        if self.tls or self.conf.starttls == Starttls.OFF:
+            return _INVALID
+        # CVE-2014-3556: nothing pipelined after STARTTLS survives the upgrade
+        self._buf = None
+        self._pos = 0
+        self._pending = b""
+        self._phase = _PHASE_STARTTLS
+        return _OK
+
+    def _authenticate(self) -> tuple[int, bytes]:
+        """``ngx_mail_imap_authenticate`` with ``ngx_mail_auth_parse``: (rc, prompt)."""
+        if self._starttls_only():
+            return _INVALID, IMAP_OK
+        args = self._args
+        nargs = len(args)
+        if nargs == 0:
+            return _INVALID, IMAP_OK
+        mech = args[0].upper()
+        mask = self.conf.imap_auth
+        if mech == b"LOGIN":
+            if nargs == 1:
+                self.mail_state = ImapState.AUTH_LOGIN_USERNAME
+                return _OK, IMAP_USERNAME
+            if nargs == 2:
+                self.mail_state = ImapState.AUTH_LOGIN_PASSWORD
+                return self._auth_login_username(1), IMAP_PASSWORD
+            return _INVALID, IMAP_OK
+        if mech == b"PLAIN":
+            if nargs == 1:
+                self.mail_state = ImapState.AUTH_PLAIN
+                return _OK, IMAP_PLAIN_NEXT
+            if nargs == 2:
+                return self._auth_plain(1), IMAP_OK
+            return _INVALID, IMAP_OK
+        if mech == b"CRAM-MD5":
+            if nargs != 1 or not mask & AUTH_CRAM_MD5_ENABLED:
+                return _INVALID, IMAP_OK
+            self.mail_state = ImapState.AUTH_CRAM_MD5
+            return _OK, sasl.cram_md5_challenge(b"+ ", self.salt)
+        if mech == b"EXTERNAL":
+            if nargs == 1:
+                if not mask & AUTH_EXTERNAL_ENABLED:
+                    return _INVALID, IMAP_OK
+                self.mail_state = ImapState.AUTH_EXTERNAL
+                return _OK, IMAP_USERNAME
+            if nargs == 2:
+                # as nginx: an initial response skips the imap_auth check
+                return self._auth_external(1), IMAP_OK
+        return _INVALID, IMAP_OK
+
+    def _auth_login_username(self, n: int) -> int:
+        try:
+            self.login = sasl.auth_login_username(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        return _OK
+
+    def _auth_login_password(self) -> int:
+        try:
+            passwd = sasl.auth_login_password(self._arg(0))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.auth = AuthRequest(self.login, passwd, AuthMethod.LOGIN)
+        return _DONE
+
+    def _auth_plain(self, n: int) -> int:
+        try:
+            login, passwd = sasl.auth_plain(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.login = login
+        self.auth = AuthRequest(login, passwd, AuthMethod.PLAIN)
+        return _DONE
+
+    def _auth_cram_md5(self) -> int:
+        arg = self._arg(0)
+        decoded = sasl.decode_base64(arg)
+        if decoded is not None:
+            # nginx sets the login before it checks the digest's length, so
+            # the "invalid CRAM-MD5 hash" line already carries it
+            sp = decoded.find(b" ")
+            self.login = decoded[:sp] if sp >= 0 else decoded
+        try:
+            login, digest = sasl.auth_cram_md5(arg)
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
+        return _DONE
+
+    def _auth_external(self, n: int) -> int:
+        try:
+            login = sasl.auth_external(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return _INVALID
+        self.login = login
+        self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
+        return _DONE
+
+
+class ImapUpstream:
+    """Log in to an IMAP backend with ``LOGIN`` and synchronising literals.
+
+    ``<tag>LOGIN {len(login)}`` after the ``* OK`` greeting, then
+    ``<login> {len(passwd)}`` and ``<passwd>`` after each ``+``; the client's
+    tag is reused.  The answer must be ``<tag>OK``, which may follow one
+    untagged line (``* CAPABILITY ...``, sent by SmarterMail and Gmail,
+    accepted since nginx 1.27.3); everything read then is relayed to the
+    client.
+
+    As ``ngx_mail_proxy_read_response``: the bytes read are kept in one buffer
+    of ``proxy_buffer`` bytes; a reply is complete when what has been read ends
+    with CRLF (at least 4 bytes).  After each line sent the buffer is emptied,
+    so anything the backend sent after a good reply in the same read is
+    dropped.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_result",
+        "action",
+        "conf",
+        "login",
+        "logs",
+        "passwd",
+        "state",
+        "tag",
+        "to_client",
+        "to_upstream",
+    )
+
+    def __init__(self, conf: ServerConf, login: bytes, passwd: bytes, tag: bytes) -> None:
+        self.conf = conf
+        self.login = login
+        self.passwd = passwd
+        self.tag = tag
+        self.state = ImapState.START
+        self.action = ACTION_CONNECTING
+        self.to_upstream: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.logs: list[tuple[int, str]] = []
+        self._buf: bytearray | None = None
+        self._result = UpNext.READ
+
+    def internal_error(self) -> bytes:
+        return IMAP_INTERNAL_SERVER_ERROR
+
+    def receive(self, data: bytes) -> UpNext:
+        if self._result != UpNext.READ:
+            return self._result
+        self.action = ACTION_READING
+        size = self.conf.proxy_buffer
+        while data:
+            buf = self._buf
+            if buf is None:
+                buf = self._buf = bytearray()
+            room = size - len(buf)
+            if room <= 0:  # a proxy_buffer under 4 bytes: nginx's recv() of 0 bytes
+                return self._fail(IMAP_INTERNAL_SERVER_ERROR)
+            buf += data[:room]
+            data = data[room:]
+            if len(buf) < 4:
+                continue
+            if buf[-2:] != b"\r\n":
+                if len(buf) < size:
+                    continue
+                line = _cstr(buf[:-1])
+                self.logs.append((ERR, f'upstream sent too long response line: "{line}"'))
+                return self._fail(IMAP_INTERNAL_SERVER_ERROR)
+            p = 0
+            state = self.state
+            if state == ImapState.START:
+                ok = buf[:4] == b"* OK"
+            elif state == ImapState.PASSWD:
+                if buf[:2] == b"* ":
+                    # one untagged line (CAPABILITY) before the tagged reply
+                    p = buf.find(b"\r\n", 2)
+                    p = p + 2 if p >= 0 else len(buf)
+                    if len(buf) - p < 4:
+                        continue
+                tag = self.tag
+                ok = False
+                if buf[p : p + len(tag)] == tag:
+                    p += len(tag)
+                    ok = buf[p : p + 2] == b"OK"
+            else:  # LOGIN, USER: a continuation request
+                ok = buf[0] == 0x2B
+            if not ok:
+                return self._invalid(buf, p)
+            if state == ImapState.START:
+                self.action = ACTION_SEND_LOGIN
+                self.to_upstream.append(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)))
+                self.state = ImapState.LOGIN
+            elif state == ImapState.LOGIN:
+                self.action = ACTION_SEND_USER
+                self.to_upstream.append(b"%s {%d}\r\n" % (self.login, len(self.passwd)))
+                self.state = ImapState.USER
+            elif state == ImapState.USER:
+                self.action = ACTION_SEND_PASS
+                self.to_upstream.append(self.passwd + b"\r\n")
+                self.state = ImapState.PASSWD
+            else:
+                self.to_client.append(bytes(buf) + data)
+                self._buf = None
+                self.action = ""
+                self._result = UpNext.DONE
+                return UpNext.DONE
+            self._buf = None
+        return UpNext.READ
+
+    def _invalid(self, buf: bytearray, p: int) -> UpNext:
+        """A reply nginx did not expect; ``p`` is where it stopped reading it."""
+        if not self.conf.proxy_pass_error_message:
+            line = _cstr(buf[p:-2])
+            self.logs.append((ERR, f'upstream sent invalid response: "{line}"'))
+            return self._fail(IMAP_INTERNAL_SERVER_ERROR)
+        self.logs.append((INFO, f'upstream sent invalid response: "{_text(buf[p:-2])}"'))
+        return self._fail(bytes(buf))
+
+    def _fail(self, reply: bytes) -> UpNext:
+        self.to_client.append(reply)
+        self._buf = None
+        self._result = UpNext.FAIL
+        return UpNext.FAIL
