@@ -284,6 +284,7 @@ class SmtpMachine:
         "_closed",
         "_pending",
         "_pos",
+        "_tls",
         "_waiting",
         "action",
         "auth",
@@ -326,6 +327,7 @@ class SmtpMachine:
         self._pos = 0  # s->buffer->pos, an offset into _buf
         self._pending: bytearray | None = None  # read but not yet in the buffer
         self._waiting = False  # a Next.AUTH is pending
+        self._tls = False  # a Next.STARTTLS is pending
         self._closed = False
 
     @staticmethod
@@ -360,6 +362,8 @@ class SmtpMachine:
     def receive(self, data: bytes) -> Next:
         if self._closed:
             return Next.CLOSE
+        if self._tls:  # plaintext after STARTTLS, before the handshake: dropped
+            return Next.STARTTLS
         if data:
             if self._pending is None:
                 self._pending = bytearray(data)
@@ -372,6 +376,7 @@ class SmtpMachine:
     def tls_started(self) -> None:
         """The STARTTLS handshake is done (nginx calls init_protocol again)."""
         self.tls = True
+        self._tls = False
         self.mail_state = SmtpState.START
         self.action = ACTION_AUTH
 
@@ -459,6 +464,7 @@ class SmtpMachine:
                 return self._close()
             if rc == _TLS:  # CVE-2014-3556: nothing read before the handshake survives it
                 self._discard()
+                self._tls = True
                 return Next.STARTTLS
 
     def _invalid(self) -> None:
