@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from mailfront.auth.base import AuthError, AuthResult, SessionInfo
-from mailfront.conf.model import Protocol, ServerConf
+from mailfront.conf.model import ServerConf
 from mailfront.protocol import auth_http
 from mailfront.protocol.base import AuthRequest
 
@@ -28,8 +28,7 @@ class _Exchange(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -101,7 +100,7 @@ class HttpAuth:
         try:
             return exchange.parser.result(
                 protocol=conf.protocol.value,
-                has_passwd=bool(req.passwd) and conf.protocol is not Protocol.SMTP,
+                has_passwd=auth_http.holds_password(req),
             )
         except auth_http.AuthHttpError as e:
             raise AuthError(f"auth http server {self.peer_name} {e}") from None

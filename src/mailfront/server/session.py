@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mailfront.auth.base import AuthError, AuthResult, SessionInfo, Status
-from mailfront.conf.model import AuthMethod, Protocol
+from mailfront.conf.model import Protocol
 from mailfront.protocol import sasl
+from mailfront.protocol.auth_http import holds_password, requery_request
 from mailfront.protocol.base import Next, UpNext
 from mailfront.server.log import ERR, INFO
 from mailfront.server.relay import Pipe
@@ -50,6 +51,7 @@ class Session(asyncio.Protocol):
         "client_port_text",
         "closed",
         "conn",
+        "greeted",
         "last",
         "login",
         "machine",
@@ -74,6 +76,7 @@ class Session(asyncio.Protocol):
         self.pipes: tuple[Pipe, Pipe] | None = None
         self.attempt = 0
         self.closed = False
+        self.greeted = False
         self.login = b""
         self.action: str | None = "sending client greeting line"
         self.upstream_text = ""
@@ -113,8 +116,7 @@ class Session(asyncio.Protocol):
     # -- connection ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         srv = self.srv
         if srv.by_addr is not None:  # a wildcard socket that serves several servers
             local = transport.get_extra_info("sockname")
@@ -142,6 +144,7 @@ class Session(asyncio.Protocol):
 
     def _greet(self) -> None:
         assert self.transport is not None
+        self.greeted = True
         self.transport.write(self.machine.greeting())
         self.action = self.machine.action
         self.timer = self.srv.loop.call_later(self.srv.conf.timeout, self._timed_out)
@@ -155,9 +158,7 @@ class Session(asyncio.Protocol):
         machine = self.machine
         if machine is None:
             return
-        if self.action == "sending client greeting line" and self.timer is not None \
-                and self.srv.conf.protocol is Protocol.SMTP and self.srv.conf.smtp_greeting_delay > 0:
-            # talked before the (delayed) greeting
+        if not self.greeted:  # SMTP: talked before the delayed greeting
             machine.early_input(data)
             self._output(machine)
             self.close()
@@ -170,10 +171,10 @@ class Session(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-        if machine.logs:
-            self._flush_logs(machine.logs)
         self.login = machine.login
         self.action = machine.action
+        if machine.logs:
+            self._flush_logs(machine.logs)
 
     def _dispatch(self, nxt: Next) -> None:
         machine = self.machine
@@ -252,12 +253,7 @@ class Session(asyncio.Protocol):
                 return
             if res.status is Status.WAIT:
                 await asyncio.sleep(res.wait or 0)
-                if res.user is not None:
-                    req.login = res.user
-                if res.passwd is not None:
-                    req.passwd = res.passwd
-                elif req.method in (AuthMethod.APOP, AuthMethod.CRAM_MD5):
-                    req.passwd = b""
+                req = machine.auth = requery_request(req, res)
                 continue
             break
         if res.status is Status.ERROR:
@@ -279,10 +275,14 @@ class Session(asyncio.Protocol):
 
     def _connect_backend(self, res: AuthResult, req: Any) -> None:
         login = res.user if res.user is not None else req.login
-        passwd = res.passwd if res.passwd is not None else req.passwd
-        if not passwd and self.srv.conf.protocol is not Protocol.SMTP \
-                and req.method in (AuthMethod.APOP, AuthMethod.CRAM_MD5, AuthMethod.EXTERNAL):
-            self.log(ERR, "auth server did not send password")
+        if res.passwd is not None:
+            passwd = res.passwd
+        elif holds_password(req):
+            passwd = req.passwd
+        elif self.srv.conf.protocol is Protocol.SMTP:
+            passwd = b""
+        else:  # APOP, CRAM-MD5, EXTERNAL: the backend needs the real password
+            self.log(ERR, "auth backend did not send password")
             self.internal_error()
             return
         srv = self.srv
@@ -342,8 +342,7 @@ class Session(asyncio.Protocol):
     def upstream_lost(self) -> None:
         if self.closed:
             return
-        self.log(ERR, "upstream prematurely closed connection")
-        self.internal_error()
+        self.internal_error()  # nginx logs nothing of its own here
 
     # -- relay ----------------------------------------------------------------
 
@@ -398,8 +397,7 @@ class _Backend(asyncio.Protocol):
         self.session = session
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.session.upstream_made(transport)
+        self.session.upstream_made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.session.upstream_data(data)
