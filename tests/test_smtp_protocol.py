@@ -78,9 +78,13 @@ class Run:
 
 def _feed(m: SmtpMachine, chunks: list[bytes]) -> Run:
     nxt = Next.READ
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
         nxt = m.receive(chunk)
-        if nxt is Next.STARTTLS:  # a session starts the handshake here
+        if nxt in (Next.STARTTLS, Next.AUTH):  # a session stops reading here
+            waiting = nxt
+            for rest in chunks[i + 1 :]:  # kept for later (AUTH) or dropped (STARTTLS)
+                assert m.receive(rest) is Next.READ
+            nxt = waiting
             break
     out = b"".join(m.out)
     logs = list(m.logs)
@@ -641,8 +645,9 @@ def test_receive_while_auth_pending_only_buffers() -> None:
     m = SmtpMachine(make_conf())
     m.greeting()
     assert m.receive(b"AUTH PLAIN " + b64(b"\0u\0p") + b"\r\nNOOP\r\n") is Next.AUTH
-    assert m.receive(b"RSET\r\n") is Next.AUTH
+    assert m.receive(b"RSET\r\n") is Next.READ
     assert m.out == []
+    assert m.buffered == 27  # the command buffer; RSET waits outside it
     assert m.leftover() == b"NOOP\r\nRSET\r\n"
     assert m.leftover() == b""
 
@@ -670,7 +675,7 @@ def test_auth_failed_error_code_and_resume_state() -> None:
     assert (m.mail_state, m.auth_method, m.login, m.passwd) == (
         SmtpState.START,
         AuthMethod.PLAIN,
-        b"",
+        b"u",
         b"",
     )
     assert m.action == "in auth state"
@@ -744,6 +749,17 @@ def test_none_mail_clears_stale_credentials() -> None:
     assert (r.auth.login, r.auth.passwd, r.auth.method) == (b"", b"", AuthMethod.NONE)
 
 
+def test_none_after_failed_auth_sends_empty_credentials() -> None:
+    r = run(b"MAIL FROM:<a>\r\n" + b"AUTH PLAIN " + b64(b"\0u\0p") + b"\r\nRCPT TO:<b>\r\n", NONE)
+    m = r.machine
+    m.auth_failed(b"no", None)
+    assert m.resume() is Next.AUTH
+    assert m.auth is not None
+    assert (m.auth.login, m.auth.passwd, m.auth.method) == (b"", b"", AuthMethod.NONE)
+    assert m.auth.smtp_from == b"MAIL FROM:<a>"  # nginx keeps MAIL across the retry
+    assert m.login == b"u"  # still in the log suffix, as in nginx
+
+
 def test_none_auth_still_possible() -> None:
     r = run(b"MAIL FROM:<a>\r\nAUTH PLAIN " + b64(b"\0u\0p") + b"\r\n", NONE)
     assert r.nxt is Next.AUTH
@@ -779,6 +795,34 @@ def test_starttls_discards_pipelined_input() -> None:
     assert m.action == "in auth state"
     assert m.receive(b"EHLO b\r\nSTARTTLS\r\n") is Next.READ
     assert m.out == [b"250 mx.example\r\n", INVALID]
+
+
+def test_plaintext_before_handshake_is_dropped() -> None:
+    m = SmtpMachine(make_conf(starttls=Starttls.ON))
+    m.greeting()
+    assert m.receive(b"STARTTLS\r\n") is Next.STARTTLS
+    m.out.clear()
+    assert m.receive(b"NOOP\r\n") is Next.READ
+    assert m.out == [] and m.buffered == 0
+    m.tls_started()
+    assert m.receive(b"NOOP\r\n") is Next.READ
+    assert m.out == [OK]
+
+
+def test_close() -> None:
+    m = SmtpMachine(make_conf())
+    m.greeting()
+    m.receive(b"NOO")
+    m.close()
+    assert m.buffered == 0
+    assert m.receive(b"P\r\n") is Next.CLOSE
+    assert m.resume() is Next.CLOSE
+    assert m.out == []
+
+
+def test_log_text_of_raw_bytes() -> None:
+    r = run(b"MAIL FROM:<\xff\xc3\xa9>\r\n")
+    assert r.logs == [(INFO, 'client was rejected: "MAIL FROM:<\\xffé>__"')]
 
 
 def test_starttls_implicit_tls() -> None:

@@ -16,8 +16,8 @@ too long command exactly when nginx rejects it, which depends (in nginx too)
 on how the input arrived.
 
 Log lines are ``(level, text)``; bytes a client or backend sent are decoded
-with ``surrogateescape`` so that ``text.encode("utf-8", "surrogateescape")``
-gives back nginx's exact bytes.
+as UTF-8 with ``backslashreplace`` (nginx writes them raw), as the IMAP and
+POP3 machines do.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ _OK, _DONE, _INVALID, _ERROR, _TLS = range(5)
 
 
 def _text(data: bytes | bytearray) -> str:
-    return bytes(data).decode("utf-8", "surrogateescape")
+    """Client or backend bytes for a log line."""
+    return bytes(data).decode("utf-8", "backslashreplace")
 
 
 def _b(text: str) -> bytes:
@@ -363,14 +364,14 @@ class SmtpMachine:
         if self._closed:
             return Next.CLOSE
         if self._tls:  # plaintext after STARTTLS, before the handshake: dropped
-            return Next.STARTTLS
+            return Next.READ
         if data:
             if self._pending is None:
                 self._pending = bytearray(data)
             else:
                 self._pending += data
-        if self._waiting:
-            return Next.AUTH
+        if self._waiting:  # nginx leaves it in the socket meanwhile
+            return Next.READ
         return self._run()
 
     def tls_started(self) -> None:
@@ -384,20 +385,32 @@ class SmtpMachine:
         self.out.append((error_code or SMTP_ERRCODE) + b" " + text + b"\r\n")
 
     def resume(self) -> Next:
-        """After Auth-Wait: back to the start state, then handle buffered input."""
+        """After Auth-Wait: back to the start state, then handle buffered input.
+
+        As in nginx the login stays (it shows in log lines); the password goes.
+        """
+        if self._closed:
+            return Next.CLOSE
         self._waiting = False
         self.auth = None
         self.mail_state = SmtpState.START
         self.auth_method = AuthMethod.PLAIN
-        self.login = b""
         self.passwd = b""
         self.action = ACTION_AUTH
-        if self._closed:
-            return Next.CLOSE
         return self._run()
 
     def internal_error(self) -> bytes:
         return SMTP_INTERNAL_SERVER_ERROR
+
+    def close(self) -> None:
+        """Forget buffered input; every later call is a no-op."""
+        self._discard()
+        self._closed = True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the command buffer (at most ``smtp_client_buffer``)."""
+        return len(self._buf) if self._buf is not None else 0
 
     def leftover(self) -> bytes:
         """The client bytes buffered after the auth command (dropped here)."""
@@ -477,9 +490,10 @@ class SmtpMachine:
             self._pos = 0
         method = self.auth_method
         none = method is AuthMethod.NONE
+        # "none" sends empty credentials (CVE-2025-53859), whatever an AUTH left behind
         self.auth = AuthRequest(
-            self.login,
-            self.passwd,
+            b"" if none else self.login,
+            b"" if none else self.passwd,
             method,
             salt=self.salt if method is AuthMethod.CRAM_MD5 else b"",
             helo=self.smtp_helo if none else b"",
