@@ -351,7 +351,9 @@ class Runner:
         args = ["login", "--proto", proto, "--port", str(port)]
         args += ["-c", str(a.concurrency), "-d", str(a.duration)]
         r, cpu, ticks, aux = self.measured(proxy, args)
-        ok = max(1, r["ok"])
+        if not r["ok"]:
+            raise RuntimeError(f"no session completed: {r['errors']}")
+        ok = r["ok"]
         return {
             "cpu_us": cpu / ok * 1e6,
             "cpu_ticks_us": ticks / ok * 1e6,
@@ -368,6 +370,8 @@ class Runner:
     def download(self, proxy: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
         args = ["download", "--port", str(port), "--mb", str(self.a.download_mb)]
         r, cpu, _ticks, aux = self.measured(proxy, args)
+        if r["err"]:
+            raise RuntimeError(f"FETCH returned {r['bytes']} bytes, not {self.a.download_mb} MiB")
         mb = r["bytes"] / MiB
         return {
             "cpu_ms_per_mb": cpu * 1e3 / max(mb, 1e-9),
@@ -461,7 +465,7 @@ class Runner:
             if not wait_listening(need, proxy, a.start_timeout):
                 res["errors"].append(
                     f"{name} did not listen on {sorted(need)} (rc={proxy.poll()}); "
-                    f"see {prefix}/logs"
+                    f"see {prefix}/logs; last output: {last_line(out.name)!r}"
                 )
                 return res
             time.sleep(a.settle)
@@ -484,6 +488,15 @@ class Runner:
         finally:
             stop(proxy)
         return res
+
+
+def last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            lines = f.read()[-4096:].decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def brief(ph: str, r: dict[str, Any]) -> str:
@@ -729,6 +742,7 @@ SHORTENED = {
     "latency_count": (3000, 1000),
     "mem_levels": ("1000,4000,8000", "1000,3000"),
     "max_time": (900.0, 120.0),
+    "phase_timeout": (180.0, 60.0),
 }
 
 
@@ -783,7 +797,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--aux-cpu", type=int, default=1, help="generator, backend, auth, harness")
     ap.add_argument("--settle", type=float, default=0.3, help="pause before the closing reading")
     ap.add_argument("--start-timeout", type=float, default=20.0)
-    ap.add_argument("--phase-timeout", type=float, default=180.0)
+    ap.add_argument("--phase-timeout", type=float, help="per phase (180 s, quick 60 s)")
     ap.add_argument("--max-time", type=float, help="bound on the whole run (900 s)")
     ap.add_argument("--workdir", help="configs, logs and results (default: a new temp dir)")
     ap.add_argument("--json", help="results file (default <workdir>/results.json)")
