@@ -381,7 +381,8 @@ class SmtpMachine:
         self.mail_state = SmtpState.START
         self.action = ACTION_AUTH
 
-    def auth_failed(self, text: bytes, error_code: bytes | None) -> None:
+    def auth_failed(self, text: bytes, error_code: bytes | None = None) -> None:
+        """``<Auth-Error-Code or 535 5.7.0> <text>``; sent by the session (after Auth-Wait)."""
         self.out.append((error_code or SMTP_ERRCODE) + b" " + text + b"\r\n")
 
     def resume(self) -> Next:
