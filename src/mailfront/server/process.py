@@ -31,7 +31,7 @@ from mailfront.server.app import Listener, ServerRuntime, listen_text, open_sock
 from mailfront.server.log import ALERT, EMERG, ERR, NOTICE, Log
 from mailfront.server.session import Session
 
-SIGNAL_NAMES = {
+SIGNAL_NAMES: dict[int, str] = {
     signal.SIGHUP: "SIGHUP",
     signal.SIGQUIT: "SIGQUIT",
     signal.SIGTERM: "SIGTERM",

@@ -275,13 +275,13 @@ class Session(asyncio.Protocol):
 
     def _connect_backend(self, res: AuthResult, req: Any) -> None:
         login = res.user if res.user is not None else req.login
+        passwd: bytes | None = None  # None: nginx holds no password
         if res.passwd is not None:
             passwd = res.passwd
         elif holds_password(req):
             passwd = req.passwd
-        elif self.srv.conf.protocol is Protocol.SMTP:
-            passwd = b""
-        else:  # APOP, CRAM-MD5, EXTERNAL: the backend needs the real password
+        if passwd is None and self.srv.conf.protocol is not Protocol.SMTP:
+            # APOP, CRAM-MD5, EXTERNAL: the backend needs the real password
             self.log(ERR, "auth backend did not send password")
             self.internal_error()
             return
