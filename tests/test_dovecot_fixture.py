@@ -8,11 +8,15 @@ import hmac
 import imaplib
 import os
 import poplib
+import pwd
 import re
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -297,3 +301,82 @@ def test_a_stale_instance_left_by_a_killed_parent_is_stopped(tmp_path: Path) -> 
         with imaplib.IMAP4(*server.imap_address, timeout=10) as imap:
             assert imap.login(ALICE, ALICE_PASS)[0] == "OK"
             imap.logout()
+
+
+_ROOTLESS_SCRIPT = """
+import imaplib, poplib, sys
+from mailfront.devtools.dovecot import BIG_MESSAGE_SHA256, Dovecot
+import hashlib
+with Dovecot(sys.argv[1], binary=sys.argv[2]) as d:
+    with imaplib.IMAP4(*d.imap_address, timeout=10) as imap:
+        imap.login_cram_md5("alice", "alicepass")
+        imap.select("INBOX", readonly=True)
+        part = imap.uid("FETCH", "3", "(BODY.PEEK[])")[1][0]
+        assert hashlib.sha256(part[1]).hexdigest() == BIG_MESSAGE_SHA256
+        imap.logout()
+    pop = poplib.POP3(*d.pop3_address, timeout=10)
+    pop.user("bob")
+    pop.pass_("bobpass")
+    assert pop.stat()[0] == 3
+    pop.quit()
+    assert "mail_uid = %d" % d.mail_dir.stat().st_uid in d.conf_path.read_text()
+print("rootless ok")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to the user nobody")
+def test_runs_rootless_as_an_unprivileged_user() -> None:
+    """The non-root branch: run the runner itself as ``nobody`` (setpriv)."""
+    import mailfront
+
+    binary = require_dovecot()
+    setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
+    if setpriv is None or not os.access(python, os.X_OK):
+        pytest.skip("needs setpriv and the system's /usr/bin/python3")
+    nobody = pwd.getpwnam("nobody")
+    src = Path(mailfront.__file__).resolve().parent.parent
+    if not _traversable_by(src / "mailfront", nobody.pw_uid, nobody.pw_gid):
+        pytest.skip(f"the user nobody cannot read {src}")
+    # pytest's own temp dirs are 0700 root: nobody needs one of its own
+    top = Path(tempfile.mkdtemp(prefix="mailfront-rootless-"))
+    try:
+        os.chown(top, nobody.pw_uid, nobody.pw_gid)
+        result = subprocess.run(
+            [
+                setpriv,
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                "env",
+                "-i",
+                "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
+                f"PYTHONPATH={src}",
+                python,
+                "-c",
+                _ROOTLESS_SCRIPT,
+                str(top / "dc"),
+                binary,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == "rootless ok"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _traversable_by(path: Path, uid: int, gid: int) -> bool:
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True

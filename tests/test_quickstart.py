@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailfront import quickstart
-from support.dovecot import DEMO_USERS, demo_messages, read_users_file, require_dovecot
+from support.dovecot import DEMO_USERS, Dovecot, demo_messages, read_users_file, require_dovecot
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -43,6 +43,40 @@ def test_readme_opens_with_the_two_commands() -> None:
     blocks = _code_lines(text)
     assert blocks[:3] == [QUICKSTART_COMMAND, "bash .ci/run", TEST_COMMAND]
     assert text.index(QUICKSTART_COMMAND) < text.index("## ")  # before any section
+
+
+def test_readme_examples_work_against_dovecot(dovecot: Dovecot) -> None:
+    """The README's curl and imaplib examples, pointed at Dovecot instead of mailfront."""
+    text = README.read_text()
+
+    def aimed(line: str) -> str:
+        return line.replace("10143", str(dovecot.imap_port)).replace(
+            "10110", str(dovecot.pop3_port)
+        )
+
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", aimed(snippet[1])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "Subject: Welcome to mailfront\n\n\n")
+    curl_lines = re.findall(r"^curl .*$", text, re.M)
+    assert len(curl_lines) == 3
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    welcome = demo_messages("alice")[0].data
+    for line in curl_lines:
+        out = subprocess.run(
+            f"{aimed(line)} -sS", shell=True, capture_output=True, timeout=30, check=True
+        ).stdout
+        if "UID=1" in line or line.startswith("curl pop3"):
+            assert out == welcome
+        else:
+            assert out == b'* LIST (\\HasNoChildren) "." INBOX\r\n'
 
 
 def test_ci_runs_the_readme_test_command() -> None:

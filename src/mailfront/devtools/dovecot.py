@@ -173,7 +173,8 @@ def demo_messages(user: str) -> tuple[DemoMessage, ...]:
         [
             f"Hello {user},",
             "",
-            "this message was read from Dovecot through mailfront.",
+            "this message is stored in a private Dovecot. If you read it on",
+            "mailfront's port, it came through the proxy.",
         ],
     )
     lunch = _message(
