@@ -195,6 +195,7 @@ class ImapMachine:
         "_literal_len",
         "_no_sync",
         "_pending",
+        "_pending_pos",
         "_phase",
         "_pos",
         "_quit",
@@ -235,6 +236,7 @@ class ImapMachine:
         self._buf: bytearray | None = None  # the command window, from its start
         self._pos = 0  # s->buffer->pos, an index into _buf
         self._pending = b""  # received but not yet in the window ("in the socket")
+        self._pending_pos = 0  # how much of _pending went into the window
         self._state = _SW_START
         self._quoted = False
         self._backslash = False
@@ -261,10 +263,10 @@ class ImapMachine:
             if phase == _PHASE_CLOSED:
                 return Next.CLOSE
             if phase == _PHASE_WAIT and data:
-                self._pending += data  # nginx leaves it in the socket meanwhile
+                self._add_pending(data)  # nginx leaves it in the socket meanwhile
             return Next.READ
         if data:
-            self._pending = self._pending + data if self._pending else data
+            self._add_pending(data)
         return self._run()
 
     def tls_started(self) -> None:
@@ -297,10 +299,10 @@ class ImapMachine:
         buf = self._buf
         data = bytes(buf[self._pos :]) if buf is not None else b""
         if self._pending:
-            data += self._pending
+            data += self._pending[self._pending_pos :]
         self._buf = None
         self._pos = 0
-        self._pending = b""
+        self._drop_pending()
         return data
 
     def close(self) -> None:
@@ -308,7 +310,7 @@ class ImapMachine:
         self._phase = _PHASE_CLOSED
         self._buf = None
         self._pos = 0
-        self._pending = b""
+        self._drop_pending()
         self._args = []
 
     @property
@@ -318,23 +320,36 @@ class ImapMachine:
 
     # -- the read loop (ngx_mail_imap_auth_state + ngx_mail_read_command) -----
 
+    def _add_pending(self, data: bytes) -> None:
+        if self._pending:
+            self._pending = self._pending[self._pending_pos :] + data
+        else:
+            self._pending = data
+        self._pending_pos = 0
+
+    def _drop_pending(self) -> None:
+        self._pending = b""
+        self._pending_pos = 0
+
     def _fill(self) -> None:
+        """Move what fits of the pending input into the window (nginx's recv)."""
         pending = self._pending
         if not pending:
             return
-        size = self.conf.imap_client_buffer
+        start = self._pending_pos
         buf = self._buf
+        room = self.conf.imap_client_buffer - (len(buf) if buf is not None else 0)
+        n = min(len(pending) - start, room)
+        if n <= 0:
+            return
         if buf is None:
-            n = min(len(pending), size)
-            if n <= 0:
-                return
-            self._buf = bytearray(pending[:n])
+            self._buf = bytearray(pending[start : start + n])
         else:
-            n = min(len(pending), size - len(buf))
-            if n <= 0:
-                return
-            buf += pending[:n]
-        self._pending = pending[n:]
+            buf += pending[start : start + n]
+        if start + n >= len(pending):
+            self._drop_pending()
+        else:
+            self._pending_pos = start + n
 
     def _run(self) -> Next:
         size = self.conf.imap_client_buffer
@@ -660,7 +675,7 @@ class ImapMachine:
         # CVE-2014-3556: nothing pipelined after STARTTLS survives the upgrade
         self._buf = None
         self._pos = 0
-        self._pending = b""
+        self._drop_pending()
         self._phase = _PHASE_STARTTLS
         return _OK
 
