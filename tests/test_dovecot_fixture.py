@@ -197,6 +197,22 @@ def test_pop3_wrong_password_is_refused(dovecot: Dovecot) -> None:
             client.pass_("wrong")
 
 
+def test_fresh_dovecot_is_private(dovecot: Dovecot, fresh_dovecot: Dovecot) -> None:
+    assert fresh_dovecot.root != dovecot.root
+    assert fresh_dovecot.imap_port not in (dovecot.imap_port, dovecot.pop3_port)
+    with pop3(fresh_dovecot) as client:
+        client.user(ALICE)
+        client.pass_(ALICE_PASS)
+        client.dele(1)
+        client.quit()
+    for server, left in ((fresh_dovecot, 2), (dovecot, 3)):
+        with pop3(server) as client:
+            client.user(ALICE)
+            client.pass_(ALICE_PASS)
+            assert client.stat()[0] == left
+            client.quit()
+
+
 # -- the runner ----------------------------------------------------------------
 
 
@@ -292,7 +308,11 @@ def test_a_stale_instance_left_by_a_killed_parent_is_stopped(tmp_path: Path) -> 
         if parent.stdout is not None:
             parent.stdout.close()
     assert _group_members(stale)  # orphaned, still running
+    record = root / "private-dirs"  # only as root: the Maildirs in /tmp
+    leaked = [Path(p) for p in record.read_text().splitlines()] if record.exists() else []
+    assert all(path.exists() for path in leaked)
     with Dovecot(root, binary=binary) as server:
+        assert not any(path.exists() for path in leaked)
         assert server.pid != stale
         deadline = time.monotonic() + 10
         while _group_members(stale) and time.monotonic() < deadline:

@@ -106,6 +106,11 @@ def ensure_dovecot(packages: Sequence[str] | None = None) -> bool:
     if find_dovecot() is None:
         _say("apt-get succeeded but there is still no `dovecot` binary.")
         return False
+    _say(
+        "Note: apt may have started the system's own Dovecot (ports 143 and 110); the\n"
+        "quickstart runs a private one and does not use it (`systemctl disable --now dovecot`\n"
+        "stops it)."
+    )
     return True
 
 

@@ -76,6 +76,7 @@ STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _MAX_BASE_DIR = 70  # unix socket paths are limited to 107 bytes
+_PRIVATE_PREFIX = "mailfront-dovecot-"
 _UNSAFE_PATH_CHARS = frozenset(' \t\n"%\\#')
 
 
@@ -359,6 +360,7 @@ class Dovecot:
         self.stderr_path = self.root / "dovecot.stderr"
         self.passwd_path = self.root / "users.passwd"
         self.pid_path = self.root / "dovecot.pid"
+        self.private_dirs_path = self.root / "private-dirs"  # see _private_dir()
         self.mail_dir = self.root / "mail"  # may move to a private temp dir, see start()
         self.base_dir = self.root / "run"
         self._fixed_ports = (imap_port, pop3_port)
@@ -445,6 +447,7 @@ class Dovecot:
         for directory in self._private_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         self._private_dirs.clear()
+        self.private_dirs_path.unlink(missing_ok=True)
         self.imap_port, self.pop3_port = self._fixed_ports
 
     def __enter__(self) -> Dovecot:
@@ -476,14 +479,35 @@ class Dovecot:
 
     # -- internals -----------------------------------------------------------
 
+    def _private_dir(self, kind: str) -> Path:
+        """A fresh directory under the system temp dir, recorded under ``root``
+        so that the next start removes it if this process dies before ``stop()``."""
+        directory = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{kind}-"))
+        self._private_dirs.append(directory)
+        with open(self.private_dirs_path, "a") as record:
+            record.write(f"{directory}\n")
+        return directory
+
+    def _remove_recorded_private_dirs(self) -> None:
+        try:
+            recorded = self.private_dirs_path.read_text().splitlines()
+        except OSError:
+            return
+        temp = Path(tempfile.gettempdir())
+        for line in recorded:
+            directory = Path(line)
+            if directory.parent == temp and directory.name.startswith(_PRIVATE_PREFIX):
+                shutil.rmtree(directory, ignore_errors=True)
+        self.private_dirs_path.unlink(missing_ok=True)
+
     def _prepare(self, ident: _Identity) -> None:
+        self._remove_recorded_private_dirs()
         for name in ("mail", "state", "run"):
             shutil.rmtree(self.root / name, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
         self.base_dir = self.root / "run"
         if len(str(self.base_dir)) > _MAX_BASE_DIR:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="mfdc-"))
-            self._private_dirs.append(self.base_dir)
+            self.base_dir = self._private_dir("run")
         state_dir = self.root / "state"
         for directory in (self.base_dir, state_dir):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -494,8 +518,7 @@ class Dovecot:
             os.chown(self.mail_dir, ident.mail_uid, ident.mail_gid)
         if ident.root and not _traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
             self.mail_dir.rmdir()
-            self.mail_dir = Path(tempfile.mkdtemp(prefix="mailfront-dovecot-mail-"))
-            self._private_dirs.append(self.mail_dir)
+            self.mail_dir = self._private_dir("mail")
             os.chown(self.mail_dir, ident.mail_uid, ident.mail_gid)
             if not _traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
                 raise DovecotError(
