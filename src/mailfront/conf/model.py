@@ -229,3 +229,4 @@ class Config:
     main: MainConf = field(default_factory=MainConf)
     mail: MailConf | None = None
     files: tuple[str, ...] = ()  # every file read, in order (for -T)
+    warnings: tuple[str, ...] = ()  # nginx's [warn] messages, each with " in FILE:LINE"
