@@ -283,6 +283,30 @@ def test_start_fails_clearly_when_a_port_is_taken(tmp_path: Path) -> None:
         assert not server.running
 
 
+def test_custom_users(tmp_path: Path) -> None:
+    binary = require_dovecot()
+    with Dovecot(tmp_path / "dc", binary=binary, users={"carol": "c4r0l!"}) as server:
+        with imaplib.IMAP4(*server.imap_address, timeout=10) as imap:
+            imap.login("carol", "c4r0l!")
+            assert imap.select("INBOX", readonly=True) == ("OK", [b"3"])
+            imap.logout()
+        with imaplib.IMAP4(*server.imap_address, timeout=10) as imap:
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login(ALICE, ALICE_PASS)
+            imap.logout()
+
+
+@pytest.mark.parametrize("user", ["", "..", "a/b", "a:b", "a b", "50%"])
+def test_bad_user_names_are_refused(tmp_path: Path, user: str) -> None:
+    with pytest.raises(DovecotError, match="no ':'"):
+        Dovecot(tmp_path, users={user: "x"})
+
+
+def test_auth_file_needs_the_ports(tmp_path: Path) -> None:
+    with pytest.raises(DovecotError, match="start"):
+        Dovecot(tmp_path).write_auth_file(tmp_path / "users")
+
+
 def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DovecotError, match="not installed"):
         Dovecot(tmp_path, binary=str(tmp_path / "no-dovecot")).start()

@@ -353,6 +353,10 @@ class Dovecot:
         self.imap_port = imap_port
         self.pop3_port = pop3_port
         self.users: dict[str, str] = dict(DEMO_USERS if users is None else users)
+        for user, password in self.users.items():
+            bad_user = user in ("", ".", "..") or any(c in user for c in ":/\n\t %")
+            if bad_user or any(c in password for c in ":\n"):
+                raise DovecotError(f"user {user!r}: no ':', '/', '%' or white space, please")
         self.start_timeout = start_timeout
         self.binary = binary
         self.conf_path = self.root / "dovecot.conf"
@@ -416,10 +420,11 @@ class Dovecot:
                 self._launch(binary)
                 self._wait_ready()
                 return self
-            except DovecotError:
+            except BaseException as exc:  # Ctrl-C included: never leave Dovecot behind
                 log = self.log_text()
                 self.stop()
-                if "Address already in use" not in log or attempt == attempts - 1:
+                lost_race = isinstance(exc, DovecotError) and "Address already in use" in log
+                if not lost_race or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -448,7 +453,6 @@ class Dovecot:
             shutil.rmtree(directory, ignore_errors=True)
         self._private_dirs.clear()
         self.private_dirs_path.unlink(missing_ok=True)
-        self.imap_port, self.pop3_port = self._fixed_ports
 
     def __enter__(self) -> Dovecot:
         return self.start()
@@ -466,8 +470,11 @@ class Dovecot:
 
         Dovecot passwd-file format, SHA512-CRYPT hashes (passlib; 5000 rounds
         like ``doveadm pw -s SHA512-CRYPT``), extra fields ``host``, ``port``
-        (IMAP) and ``pop3_port``.  Needs ``pip install -e '.[file]'``.
+        (IMAP) and ``pop3_port``.  Needs ``pip install -e '.[file]'``.  Call it
+        after ``start()``, which fixes the ports.
         """
+        if not (self.imap_port and self.pop3_port):
+            raise DovecotError("start() first: the ports are not known yet")
         return write_auth_file(
             path,
             self.users,
@@ -529,11 +536,7 @@ class Dovecot:
         if ident.root:
             _chown_tree(self.mail_dir, ident.mail_uid, ident.mail_gid)
 
-        lines = []
-        for user, password in self.users.items():
-            if any(c in user for c in ":\n\t ") or any(c in password for c in ":\n"):
-                raise DovecotError(f"user {user!r}: ':' and white space are not allowed")
-            lines.append(f"{user}:{{PLAIN}}{password}::::::\n")
+        lines = [f"{user}:{{PLAIN}}{password}::::::\n" for user, password in self.users.items()]
         self.passwd_path.write_text("".join(lines))
         self.passwd_path.chmod(0o600)
 
