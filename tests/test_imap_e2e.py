@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailfront.devtools.dovecot import BIG_MESSAGE_SHA256, BIG_MESSAGE_UID, DEMO_USERS
-from tests.support.authserver import AuthServer
-from tests.support.proxy import Mailfront, free_port
+from support.authserver import AuthServer
+from support.proxy import Mailfront, free_port
 
 PASS = DEMO_USERS["alice"]
 

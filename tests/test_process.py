@@ -1,0 +1,126 @@
+"""The process: pid file, signals (reload, reopen, graceful and fast stop), daemon mode, -s."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailfront.devtools.dovecot import DEMO_USERS
+from support.authserver import AuthServer, route_to
+from support.proxy import Mailfront, free_port, wait_port
+
+PASS = DEMO_USERS["alice"]
+
+
+def block(auth: AuthServer, *ports: int) -> str:
+    servers = "".join(f"server {{ listen 127.0.0.1:{p}; protocol imap; }}\n" for p in ports)
+    return f"auth_http {auth.url};\n{servers}"
+
+
+def login(port: int) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    assert m.login("alice", PASS)[0] == "OK"
+    return m
+
+
+def wait_gone(pid_path: Path, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and pid_path.exists():
+        time.sleep(0.05)
+    assert not pid_path.exists()
+
+
+def test_pid_file_reload_and_bad_reload(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1, p2 = free_port(), free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1])
+        with mf:
+            assert mf.proc is not None
+            pid_path = tmp_path / "mailfront.pid"
+            assert pid_path.read_text() == f"{mf.proc.pid}\n"
+            held = login(p1)  # a session that lives across the reloads
+            # a broken configuration is refused; the old one keeps serving
+            good = mf.conf.read_text()
+            mf.conf.write_text(good.replace("protocol imap;", "protocol imap; bogus_directive 1;", 1))
+            mf.signal(signal.SIGHUP)
+            mf.wait_log('unknown directive "bogus_directive"')
+            login(p1).logout()
+            # a good new configuration adds a server; running sessions keep going
+            mf.conf.write_text(good.replace(f"server {{ listen 127.0.0.1:{p1}",
+                                            f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
+                                            f"server {{ listen 127.0.0.1:{p1}", 1))
+            mf.signal(signal.SIGHUP)
+            wait_port(p2)
+            login(p2).logout()
+            assert held.noop()[0] == "OK"
+            held.logout()
+            # USR1 reopens the log file
+            os.rename(mf.log_path, tmp_path / "logs" / "old.log")
+            mf.signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while not mf.log_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            login(p1).logout()
+            mf.wait_log("client logged in")
+            assert mf.stop() == 0
+            assert not pid_path.exists()
+
+
+def test_graceful_stop_lets_sessions_finish(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1 = free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1])
+        with mf:
+            assert mf.proc is not None
+            m = login(p1)
+            mf.signal(signal.SIGQUIT)
+            mf.wait_log("gracefully shutting down")
+            time.sleep(0.3)
+            with pytest.raises(OSError):
+                imaplib.IMAP4("127.0.0.1", p1, timeout=2)
+            assert mf.proc.poll() is None  # still serving the session
+            assert m.select("INBOX")[0] == "OK"
+            m.logout()
+            assert mf.proc.wait(10) == 0
+
+
+def test_fast_stop_closes_sessions(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1 = free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1])
+        with mf:
+            assert mf.proc is not None
+            m = login(p1)
+            mf.signal(signal.SIGTERM)
+            assert mf.proc.wait(10) == 0
+            with pytest.raises((imaplib.IMAP4.abort, OSError)):
+                m.noop()
+
+
+def test_daemon_and_signal_flag(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1 = free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1])
+        conf = mf.conf.read_text().replace("daemon off;", "daemon on;")
+        mf.conf.write_text(conf)
+        cmd = [sys.executable, "-m", "mailfront", "-c", str(mf.conf), "-p", str(tmp_path) + "/"]
+        out = subprocess.run(cmd, capture_output=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        wait_port(p1)
+        pid_path = tmp_path / "mailfront.pid"
+        pid = int(pid_path.read_text())
+        os.kill(pid, 0)  # the daemon runs
+        login(p1).logout()
+        out = subprocess.run(cmd + ["-s", "reload"], capture_output=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        mf.wait_log("reconfiguring")
+        out = subprocess.run(cmd + ["-s", "quit"], capture_output=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        wait_gone(pid_path)
