@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import imaplib
 import shutil
 import socket
@@ -38,7 +39,16 @@ class Router:
         if self.mode == "garbage-backend":
             return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
                     ("Auth-Port", str(self.garbage_port))]
-        if h.get("auth-pass") != DEMO_USERS.get(h.get("auth-user", ""), None):
+        user = h.get("auth-user", "")
+        if h.get("auth-method") == "cram-md5":
+            # Auth-Salt keeps nginx's CRLF; the digest is over the salt without it
+            salt = h.get("auth-salt", "").encode()
+            key = DEMO_USERS.get(user, "").encode()
+            if h.get("auth-pass") == hmac.new(key, salt, "md5").hexdigest():
+                return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
+                        ("Auth-Port", str(self.backend_port)), ("Auth-Pass", key.decode())]
+            return [("Auth-Status", "Invalid login or password")]
+        if h.get("auth-pass") != DEMO_USERS.get(user, None):
             out = [("Auth-Status", "Invalid login or password")]
             if self.wait:
                 out.append(("Auth-Wait", str(self.wait)))
@@ -98,14 +108,21 @@ def env(dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mai
     garbage.close()
 
 
+_open: list[socket.socket] = []
+
+
 @pytest.fixture(autouse=True)
-def _reset(env) -> None:  # type: ignore[no-untyped-def]
+def _reset(env) -> Iterator[None]:  # type: ignore[no-untyped-def]
     env[2].mode = "ok"
     env[2].wait = 0
+    yield
+    while _open:
+        _open.pop().close()
 
 
 def connect(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    _open.append(s)
     return s
 
 

@@ -102,6 +102,7 @@ def test_fast_stop_closes_sessions(dovecot, tmp_path: Path) -> None:  # type: ig
             assert mf.proc.wait(10) == 0
             with pytest.raises((imaplib.IMAP4.abort, OSError)):
                 m.noop()
+            m.shutdown()
 
 
 def test_daemon_and_signal_flag(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

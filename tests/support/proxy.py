@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -40,19 +39,19 @@ class Mailfront:
         self.conf.write_text(
             "daemon off;\nmaster_process off;\n"
             f"error_log {self.log_path} {level};\npid {workdir}/mailfront.pid;\n"
-            f"{main}\nmail {{\n{mail_block}\n}}\n"
+            f"events {{}}\n{main}\nmail {{\n{mail_block}\n}}\n"
         )
         self.ports = ports
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mailfront:
-        env = dict(os.environ)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailfront", "-c", str(self.conf), "-p", str(self.dir) + "/"],
-            stdout=open(self.dir / "stdout.log", "wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with open(self.dir / "stdout.log", "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailfront", "-c", str(self.conf),
+                 "-p", str(self.dir) + "/"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             for p in self.ports:
                 wait_port(p)

@@ -157,6 +157,13 @@ class Log:
             if level <= t.level:
                 t.write(level, line)
 
+    def file_fd(self) -> int:
+        """The descriptor of the first file target, or -1."""
+        for t in self.targets:
+            if t.fd > 2 and t.syslog is None:
+                return t.fd
+        return -1
+
     def reopen(self) -> None:
         for t in self.targets:
             t.open()

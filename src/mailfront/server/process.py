@@ -227,7 +227,8 @@ class Worker:
             backend.close()
 
 
-def _daemonize() -> None:
+def _daemonize(log: Log) -> None:
+    """nginx's ngx_daemon, then ngx_log_redirect_stderr: stderr goes to the log file."""
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
@@ -237,6 +238,7 @@ def _daemonize() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
+    os.dup2(log.file_fd() if log.file_fd() >= 0 else null, 2)
     os.close(null)
 
 
@@ -273,7 +275,7 @@ def run(config: Config, error_log_override: str | None = None,
                 lst.sock.close()
             return 1
     if config.main.daemon:
-        _daemonize()
+        _daemonize(log)
         log.pid = os.getpid()
     pid_path = config.main.pid
     if pid_path:
