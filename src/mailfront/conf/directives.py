@@ -192,8 +192,7 @@ TABLE: tuple[Directive, ...] = (
     _row("listen", S, ONEMORE, h.listen, "mail_core",
          "address:port [ssl] [proxy_protocol] [backlog=number] [rcvbuf=size] [sndbuf=size] "
          "[bind] [ipv6only=on|off] [so_keepalive=on|off|[keepidle]:[keepintvl]:[keepcnt]] "
-         "[multipath]",
-         note="The ssl, proxy_protocol and multipath parameters are not supported yet."),
+         "[multipath]"),
     _row("protocol", S, TAKE1, h.protocol, "mail_core", "imap | pop3 | smtp",
          "from the listen port"),
     _row("timeout", MS, TAKE1, msec("timeout"), "mail_core", "time", "60s"),
@@ -201,8 +200,7 @@ TABLE: tuple[Directive, ...] = (
     _row("error_log", MS, ONEMORE, h.error_log, "mail_core",
          "file | stderr | syslog:... [level]", "the main error_log"),
     _row("resolver", MS, ONEMORE, h.resolver, "mail_core",
-         "address ... [valid=time] [ipv4=on|off] [ipv6=on|off] | off", "off",
-         note="Only off is supported yet."),
+         "address ... [valid=time] [ipv4=on|off] [ipv6=on|off] | off", "off"),
     _row("resolver_timeout", MS, TAKE1, msec("resolver_timeout"), "mail_core", "time", "30s"),
     _row("max_errors", MS, TAKE1, num("max_errors"), "mail_core", "number", "5"),
     # --- ngx_mail_auth_http_module ---------------------------------------------
@@ -212,11 +210,11 @@ TABLE: tuple[Directive, ...] = (
          "60s"),
     _row("auth_http_header", MS, TAKE2, h.auth_http_header, "mail_auth_http", "header value"),
     _row("auth_http_pass_client_cert", MS, FLAG, flag("auth_http_pass_client_cert"),
-         "mail_auth_http", "on | off", "off", note="Only off is supported yet."),
+         "mail_auth_http", "on | off", "off"),
     # --- ngx_mail_proxy_module --------------------------------------------------
     _row("proxy", MS, FLAG, flag("proxy"), "mail_proxy", "on | off", "off",
          note="No effect, as in nginx."),
-    _row("proxy_buffer", MS, TAKE1, size("proxy_buffer"), "mail_proxy", "size", "4k|8k"),
+    _row("proxy_buffer", MS, TAKE1, size("proxy_buffer"), "mail_proxy", "size", "page size (4k)"),
     _row("proxy_timeout", MS, TAKE1, msec("proxy_timeout"), "mail_proxy", "timeout", "24h"),
     _row("proxy_pass_error_message", MS, FLAG, flag("proxy_pass_error_message"), "mail_proxy",
          "on | off", "off"),
@@ -224,13 +222,13 @@ TABLE: tuple[Directive, ...] = (
     _row("proxy_smtp_auth", MS, FLAG, flag("proxy_smtp_auth"), "mail_proxy", "on | off",
          "off"),
     _row("proxy_protocol", MS, TAKE1, enum_slot("proxy_protocol", PROXY_PROTOCOL),
-         "mail_proxy", "on | off | v2", "off", note="Only off is supported yet."),
+         "mail_proxy", "on | off | v2", "off"),
     # --- ngx_mail_realip_module -------------------------------------------------
     _row("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "mail_realip",
          "address | CIDR | unix:", supported=False),
     # --- ngx_mail_imap_module ---------------------------------------------------
     _row("imap_client_buffer", MS, TAKE1, size("imap_client_buffer"), "mail_imap", "size",
-         "4k|8k"),
+         "page size (4k)"),
     _row("imap_capabilities", MS, ONEMORE, capabilities("imap_capabilities"), "mail_imap",
          "extension ...", "IMAP4 IMAP4rev1 UIDPLUS"),
     _row("imap_auth", MS, ONEMORE, bitmask("imap_auth", IMAP_AUTH), "mail_imap",
@@ -242,7 +240,7 @@ TABLE: tuple[Directive, ...] = (
          "plain"),
     # --- ngx_mail_smtp_module ---------------------------------------------------
     _row("smtp_client_buffer", MS, TAKE1, size("smtp_client_buffer"), "mail_smtp", "size",
-         "4k|8k"),
+         "page size (4k)"),
     _row("smtp_greeting_delay", MS, TAKE1, msec("smtp_greeting_delay"), "mail_smtp", "time",
          "0"),
     _row("smtp_capabilities", MS, ONEMORE, capabilities("smtp_capabilities"), "mail_smtp",
@@ -250,8 +248,7 @@ TABLE: tuple[Directive, ...] = (
     _row("smtp_auth", MS, ONEMORE, bitmask("smtp_auth", SMTP_AUTH), "mail_smtp", "method ...",
          "plain login"),
     # --- ngx_mail_ssl_module ----------------------------------------------------
-    _row("starttls", MS, TAKE1, h.starttls, "mail_ssl", "on | off | only", "off",
-         note="Only off is supported yet."),
+    _row("starttls", MS, TAKE1, h.starttls, "mail_ssl", "on | off | only", "off"),
     _row("ssl_certificate", MS, TAKE1, str_array("ssl_certificate"), "mail_ssl", "file",
          supported=False),
     _row("ssl_certificate_key", MS, TAKE1, str_array("ssl_certificate_key"), "mail_ssl",
