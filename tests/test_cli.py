@@ -249,3 +249,48 @@ def test_example_config_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (srv,) = config.mail.servers
     assert srv.listen[0].addr_text == "127.0.0.1:10143" and srv.auth_file is not None
     assert os.path.dirname(srv.auth_file) == str(example.parent)
+
+
+NGINX = "/usr/sbin/nginx"
+MAIL_MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
+NO_NGINX = not (os.path.exists(NGINX) and os.path.exists(MAIL_MODULE))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(NO_NGINX, reason="nginx with libnginx-mod-mail is not installed")
+@pytest.mark.parametrize(
+    ("config", "argv"),
+    [
+        (GOOD, ["-t"]),
+        (GOOD, ["-tq"]),
+        (GOOD.replace("events {}\n", ""), ["-t"]),
+        ("daemon on;\n" + GOOD, ["-t", "-g", "daemon off;"]),
+        (GOOD, ["-t", "-g", "daemon off"]),
+        (GOOD, ["-t", "-g", "events { }"]),
+        (GOOD, ["-t", "-g", "}"]),
+        (GOOD, ["-t", "-g", "worker_processes 2; pid logs/x.pid;"]),
+    ],
+)
+def test_same_stderr_as_nginx(
+    config: str, argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "nginx.conf"
+    text = config.replace("127.0.0.1:10143", f"127.0.0.1:{free_port()}")
+    path.write_text(f"load_module {MAIL_MODULE};\n" + text)
+    common = [*argv, "-c", str(path), "-p", f"{tmp_path}/"]
+    ours = main(common)
+    _, err = capsys.readouterr()
+    theirs = subprocess.run(
+        [NGINX, *common, "-e", f"{tmp_path}/logs/early.log"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ours == theirs.returncode
+    assert err.replace("mailfront: ", "nginx: ") == theirs.stderr

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailfront import conf
 from mailfront.conf import directives as d
@@ -481,3 +483,57 @@ mail {
     config = load(tmp_path, text, resolver=lambda name: [("inet", "127.0.0.1")])
     assert len(config.mail.servers) == 2  # type: ignore[union-attr]
     assert len(config.files) == 3
+
+
+def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "conf" / "folder").mkdir(parents=True)
+    e = error(tmp_path, EVENTS + "include folder;\n")
+    assert (str(e), e.level) == (f'pread() "{tmp_path}/conf/folder" failed (21: Is a directory)',
+                                 "crit")  # fmt: skip
+
+
+WORDS = [name for name in sorted(d.NAMES)] + ["foo", "allow", "server", "mail", "events"]
+ARGS = [
+    "on", "off", "OFF", "1s", "500ms", "1h30m", "x", "16k", "1g", "-1", "0", "5",
+    "127.0.0.1:143", "[::1]:110", "*:25", "unix:/tmp/s", "10143-10145", "localhost",
+    "ssl", "bind", "backlog=1", "so_keepalive=1:2:3", "ipv6only=on", "plain", "login",
+    "imap", "pop3", "smtp", "stderr", "syslog:server=127.0.0.1", "info", "valid=1s",
+    "127.0.0.1:9000/auth", "http://127.0.0.1", "shared:A:1m", "10.0.0.0/8", "unix:", "",
+]  # fmt: skip
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> str:
+    out: list[str] = []
+    depth = 0
+    for _ in range(draw(st.integers(0, 25))):
+        kind = draw(st.sampled_from(["stmt", "stmt", "stmt", "open", "close"]))
+        if kind == "close" and depth:
+            out.append("}")
+            depth -= 1
+            continue
+        words = [draw(st.sampled_from(WORDS))]
+        words += draw(st.lists(st.sampled_from(ARGS), max_size=4))
+        text = " ".join(f'"{w}"' if not w or " " in w else w for w in words)
+        if kind == "open":
+            out.append(text + " {")
+            depth += 1
+        else:
+            out.append(text + ";")
+    return "\n".join(out + ["}"] * draw(st.integers(0, depth)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(configs())
+def test_random_configs_only_raise_conf_errors(text: str) -> None:
+    loader = conf.Loader(
+        "/x/mailfront.conf",
+        "/x/",
+        resolver=lambda name: [("inet", "127.0.0.1")],
+        hostname="h",
+        read_file=lambda path: text.encode() if path == "/x/mailfront.conf" else b"",
+    )
+    try:
+        loader.load()
+    except conf.ConfError as e:
+        assert str(e)

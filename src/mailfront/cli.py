@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level("warn", warning)
         if o.test_config and e.late and not o.quiet:
             log_stderr(f"the configuration file {conf_file} syntax is ok")
-        log_level("emerg", str(e))
+        log_level(e.level, str(e))
         if o.test_config:
             log_stderr(f"configuration file {conf_file} test failed")
         return 1

@@ -161,9 +161,9 @@ class Loader:
             raise ConfError(f'open() "{path}" failed (24: Too many open files)', file, line)
         try:
             data = self._read(path)
-        except IsADirectoryError as e:
+        except IsADirectoryError as e:  # nginx opens it, then fails to read it
             raise ConfError(
-                f'pread() "{path}" failed ({e.errno}: {e.strerror})', file, line
+                f'pread() "{path}" failed ({e.errno}: {e.strerror})', level="crit"
             ) from None
         except OSError as e:
             raise ConfError(

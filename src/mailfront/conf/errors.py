@@ -16,6 +16,7 @@ class ConfError(Exception):
     ``late`` marks the errors nginx finds after it has printed "the
     configuration file ... syntax is ok" (the checks of its core modules).
     ``warnings`` holds the warnings emitted before the error, with their place.
+    ``level`` is the level nginx logs it at (``emerg``, or ``crit`` for a read error).
     """
 
     def __init__(
@@ -26,8 +27,10 @@ class ConfError(Exception):
         *,
         late: bool = False,
         warnings: tuple[str, ...] = (),
+        level: str = "emerg",
     ) -> None:
         self.msg = msg
+        self.level = level
         self.file = file
         self.line = line
         self.late = late

@@ -381,15 +381,12 @@ def ssl_password_file(c: Call) -> str | None:
 
 def ssl_session_cache(c: Call) -> str | None:
     """``off | none | builtin[:size] | shared:name:size``; a shared cache needs 8 pages."""
-    value = c.conf.get("ssl_session_cache", "none")
     for word in c.args:
         if word in ("off", "none", "builtin"):
-            value = word
             continue
         if word.startswith("builtin:") and len(word) > 8:
             if atoi(word[8:]) is None:
                 raise c.error(f'invalid session cache "{word}"')
-            value = word
             continue
         if word.startswith("shared:") and len(word) > 7:
             name, colon, size_text = word[7:].partition(":")
@@ -400,10 +397,9 @@ def ssl_session_cache(c: Call) -> str | None:
                 raise c.error(f'invalid session cache "{word}"')
             if n < 8 * page_size():
                 raise c.error(f'session cache "{word}" is too small')
-            value = word
             continue
         raise c.error(f'invalid session cache "{word}"')
-    c.conf["ssl_session_cache"] = value
+    c.conf["ssl_session_cache"] = " ".join(c.args)
     return None
 
 
