@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mailfront.conf.errors import ConfError
 from mailfront.conf.model import (
     AuthHttpUrl,
     Cidr,
@@ -495,7 +494,3 @@ def user(c: Call) -> str | None:
         raise c.error(f'getgrnam("{group}") failed') from None
     c.conf["user"] = (name, group)
     return None
-
-
-def conf_error(c: Call, msg: str) -> ConfError:
-    return c.error(msg)
