@@ -34,34 +34,49 @@ class Router:
         if self.mode == "bad-server":
             return [("Auth-Status", "OK"), ("Auth-Server", "backend.example"), ("Auth-Port", "143")]
         if self.mode == "refused":
-            return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
-                    ("Auth-Port", str(self.refused_port))]
+            return [
+                ("Auth-Status", "OK"),
+                ("Auth-Server", "127.0.0.1"),
+                ("Auth-Port", str(self.refused_port)),
+            ]
         if self.mode == "garbage-backend":
-            return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
-                    ("Auth-Port", str(self.garbage_port))]
+            return [
+                ("Auth-Status", "OK"),
+                ("Auth-Server", "127.0.0.1"),
+                ("Auth-Port", str(self.garbage_port)),
+            ]
         user = h.get("auth-user", "")
         if h.get("auth-method") == "cram-md5":
             # Auth-Salt keeps nginx's CRLF; the digest is over the salt without it
             salt = h.get("auth-salt", "").encode()
             key = DEMO_USERS.get(user, "").encode()
             if h.get("auth-pass") == hmac.new(key, salt, "md5").hexdigest():
-                return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
-                        ("Auth-Port", str(self.backend_port)), ("Auth-Pass", key.decode())]
+                return [
+                    ("Auth-Status", "OK"),
+                    ("Auth-Server", "127.0.0.1"),
+                    ("Auth-Port", str(self.backend_port)),
+                    ("Auth-Pass", key.decode()),
+                ]
             return [("Auth-Status", "Invalid login or password")]
         if h.get("auth-pass") != DEMO_USERS.get(user, None):
             out = [("Auth-Status", "Invalid login or password")]
             if self.wait:
                 out.append(("Auth-Wait", str(self.wait)))
             return out
-        return [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"),
-                ("Auth-Port", str(self.backend_port))]
+        return [
+            ("Auth-Status", "OK"),
+            ("Auth-Server", "127.0.0.1"),
+            ("Auth-Port", str(self.backend_port)),
+        ]
 
     refused_port = 0
     garbage_port = 0
 
 
 @pytest.fixture(scope="module")
-def env(dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mailfront, AuthServer, Router, int]]:  # type: ignore[no-untyped-def]
+def env(
+    dovecot, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Mailfront, AuthServer, Router, int]]:  # type: ignore[no-untyped-def]
     router = Router(dovecot.imap_port)
     router.refused_port = free_port()
     garbage = socket.socket()
@@ -177,7 +192,10 @@ def test_login_select_fetch(env) -> None:  # type: ignore[no-untyped-def]
     )
     log = mf.wait_log("proxied session done")
     assert f"connected to 127.0.0.1:{port}" in log
-    assert f'client logged in, client: 127.0.0.1, server: 127.0.0.1:{port}, login: "alice", upstream: 127.0.0.1:' in log
+    assert (
+        f"client logged in, client: 127.0.0.1, server: 127.0.0.1:{port}, "
+        'login: "alice", upstream: 127.0.0.1:' in log
+    )
     assert PASS not in log
 
 
@@ -206,7 +224,10 @@ def test_capability_and_errors_before_login(env) -> None:  # type: ignore[no-unt
     s = connect(port)
     read_line(s)
     s.sendall(b"c1 CAPABILITY\r\n")
-    assert read_line(s) == b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5\r\n"
+    assert (
+        read_line(s)
+        == b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5\r\n"
+    )
     assert read_line(s) == b"c1 OK completed\r\n"
     s.sendall(b"c2 ID NIL\r\n")
     assert read_line(s) == b"c2 BAD invalid command\r\n"
@@ -225,8 +246,17 @@ def test_curl_reads_a_message(env) -> None:  # type: ignore[no-untyped-def]
     if curl is None:
         pytest.skip("curl is not installed")
     out = subprocess.run(
-        [curl, "-s", "--max-time", "20", f"imap://127.0.0.1:{port}/INBOX;UID=1", "-u", f"alice:{PASS}"],
-        capture_output=True, check=True,
+        [
+            curl,
+            "-s",
+            "--max-time",
+            "20",
+            f"imap://127.0.0.1:{port}/INBOX;UID=1",
+            "-u",
+            f"alice:{PASS}",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     assert b"Subject:" in out
 

@@ -48,14 +48,21 @@ def test_pid_file_reload_and_bad_reload(dovecot, tmp_path: Path) -> None:  # typ
             held = login(p1)  # a session that lives across the reloads
             # a broken configuration is refused; the old one keeps serving
             good = mf.conf.read_text()
-            mf.conf.write_text(good.replace("protocol imap;", "protocol imap; bogus_directive 1;", 1))
+            mf.conf.write_text(
+                good.replace("protocol imap;", "protocol imap; bogus_directive 1;", 1)
+            )
             mf.signal(signal.SIGHUP)
             mf.wait_log('unknown directive "bogus_directive"')
             login(p1).logout()
             # a good new configuration adds a server; running sessions keep going
-            mf.conf.write_text(good.replace(f"server {{ listen 127.0.0.1:{p1}",
-                                            f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
-                                            f"server {{ listen 127.0.0.1:{p1}", 1))
+            mf.conf.write_text(
+                good.replace(
+                    f"server {{ listen 127.0.0.1:{p1}",
+                    f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
+                    f"server {{ listen 127.0.0.1:{p1}",
+                    1,
+                )
+            )
             mf.signal(signal.SIGHUP)
             wait_port(p2)
             login(p2).logout()
@@ -119,9 +126,9 @@ def test_daemon_and_signal_flag(dovecot, tmp_path: Path) -> None:  # type: ignor
         pid = int(pid_path.read_text())
         os.kill(pid, 0)  # the daemon runs
         login(p1).logout()
-        out = subprocess.run(cmd + ["-s", "reload"], capture_output=True, timeout=20)
+        out = subprocess.run([*cmd, "-s", "reload"], capture_output=True, timeout=20)
         assert out.returncode == 0, out.stderr
         mf.wait_log("reconfiguring")
-        out = subprocess.run(cmd + ["-s", "quit"], capture_output=True, timeout=20)
+        out = subprocess.run([*cmd, "-s", "quit"], capture_output=True, timeout=20)
         assert out.returncode == 0, out.stderr
         wait_gone(pid_path)

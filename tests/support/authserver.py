@@ -8,6 +8,7 @@ in ``requests`` so tests can check nginx's exact header order.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -70,13 +71,13 @@ class AuthServer:
             if isinstance(out, bytes):
                 raw = out
             else:
-                raw = b"HTTP/1.0 200 OK\r\n" + b"".join(
-                    f"{k}: {v}\r\n".encode("latin-1") for k, v in out
-                ) + b"\r\n"
-            try:
+                raw = (
+                    b"HTTP/1.0 200 OK\r\n"
+                    + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in out)
+                    + b"\r\n"
+                )
+            with contextlib.suppress(OSError):
                 conn.sendall(raw)
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._stop = True

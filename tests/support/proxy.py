@@ -30,8 +30,9 @@ def wait_port(port: int, deadline: float = 10.0, host: str = "127.0.0.1") -> Non
 class Mailfront:
     """A mailfront process running ``mail_block`` (the text inside ``mail { }``)."""
 
-    def __init__(self, workdir: Path, mail_block: str, ports: list[int],
-                 main: str = "", level: str = "info") -> None:
+    def __init__(
+        self, workdir: Path, mail_block: str, ports: list[int], main: str = "", level: str = "info"
+    ) -> None:
         self.dir = workdir
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mailfront.conf"
@@ -47,8 +48,15 @@ class Mailfront:
     def start(self) -> Mailfront:
         with open(self.dir / "stdout.log", "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailfront", "-c", str(self.conf),
-                 "-p", str(self.dir) + "/"],
+                [
+                    sys.executable,
+                    "-m",
+                    "mailfront",
+                    "-c",
+                    str(self.conf),
+                    "-p",
+                    str(self.dir) + "/",
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -29,7 +29,7 @@ class Status(enum.IntEnum):
 class AuthResult:
     """The answer, in auth_http's terms (``Auth-*`` response headers)."""
 
-    __slots__ = ("error_code", "errmsg", "passwd", "port", "server", "status", "user", "wait")
+    __slots__ = ("errmsg", "error_code", "passwd", "port", "server", "status", "user", "wait")
 
     def __init__(
         self,

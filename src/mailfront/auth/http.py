@@ -2,59 +2,128 @@
 
 The request bytes and the response parsing are sans-IO
 (``protocol.auth_http``); this module only moves them: connect (TCP or
-``unix:``), send, read until the header block is complete, close.  Every wait
-is bounded by ``auth_http_timeout``.  Failures become ``AuthError`` with
-nginx's log text (``auth http server 127.0.0.1:9000 timed out``, ...), or
-an empty text where nginx logs nothing of its own (the server closed early).
+``unix:``), send, read until the header block is complete, close.  It works
+on a plain non-blocking socket with the loop's reader and writer callbacks,
+as nginx does, so an exchange costs no task, transport or protocol object:
+the login's coroutine awaits one future.  ``auth_http_timeout`` bounds the
+whole exchange.  Failures become ``AuthError`` with nginx's log text
+(``auth http server 127.0.0.1:9000 timed out``, ...), or an empty text where
+nginx logs nothing of its own (the server closed early).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
 
 from mailfront.auth.base import AuthError, AuthResult, SessionInfo
 from mailfront.conf.model import ServerConf
 from mailfront.protocol import auth_http
 from mailfront.protocol.base import AuthRequest
 
+_RECV_SIZE = 1024  # nginx reads the answer into one 1024-byte buffer
 
-class _Exchange(asyncio.Protocol):
-    __slots__ = ("fut", "parser", "request", "transport")
 
-    def __init__(self, request: bytes, fut: asyncio.Future[None]) -> None:
+class _Exchange:
+    """One request/response on a non-blocking socket, driven by fd callbacks."""
+
+    __slots__ = ("fd", "fut", "loop", "parser", "peer_name", "reading", "request", "sock", "timer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: bytes,
+        peer_name: str,
+        fut: asyncio.Future[None],
+    ) -> None:
+        self.loop = loop
         self.request = request
+        self.peer_name = peer_name
         self.fut = fut
         self.parser = auth_http.ResponseParser()
-        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.reading = False
+        self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)  # type: ignore[attr-defined]
+    def start(self, family: int, address: object, timeout: float) -> None:
+        sock = self.sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        self.fd = sock.fileno()
+        self.timer = self.loop.call_later(timeout, self._timed_out)
+        err = sock.connect_ex(address)  # type: ignore[arg-type]
+        if err in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self.loop.add_writer(self.fd, self._writable)
+            return
+        self._fail(AuthError(f"connect() failed ({err}: {os.strerror(err)})"))
 
-    def data_received(self, data: bytes) -> None:
-        if self.fut.done():
+    def _writable(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(AuthError(f"connect() failed ({err}: {os.strerror(err)})"))
+            return
+        try:
+            n = sock.send(self.request)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._fail(AuthError(f"send() failed ({e.errno}: {e.strerror})"))
+            return
+        self.request = self.request[n:]
+        if self.request:
+            return
+        self.loop.remove_writer(self.fd)
+        self.reading = True
+        self.loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._fail(AuthError(f"recv() failed ({e.errno}: {e.strerror})"))
+            return
+        if not data:  # closed before the header block ended: nginx logs nothing
+            self._fail(AuthError(""))
             return
         try:
             complete = self.parser.feed(data)
         except auth_http.AuthHttpError as e:
-            self.fut.set_exception(e)
-            assert self.transport is not None
-            self.transport.close()
+            self._fail(AuthError(f"auth http server {self.peer_name} {e}"))
             return
         if complete:
-            self.fut.set_result(None)
-            assert self.transport is not None
-            self.transport.close()
+            self._close()
+            if not self.fut.done():
+                self.fut.set_result(None)
 
-    def eof_received(self) -> bool | None:
-        return None
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._fail(AuthError(f"auth http server {self.peer_name} timed out"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _fail(self, exc: AuthError) -> None:
+        self._close()
         if not self.fut.done():
-            if exc is not None:
-                self.fut.set_exception(exc)
+            self.fut.set_exception(exc)
+
+    def _close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        sock = self.sock
+        if sock is not None:
+            self.sock = None
+            if self.reading:
+                self.loop.remove_reader(self.fd)
             else:
-                self.fut.set_exception(ConnectionResetError(0, "closed"))
+                self.loop.remove_writer(self.fd)
+            sock.close()
 
 
 class HttpAuth:
@@ -63,40 +132,33 @@ class HttpAuth:
     def __init__(self, conf: ServerConf) -> None:
         assert conf.auth_http is not None
         self.conf = conf
-        self.url = conf.auth_http
-        if self.url.unix:
-            self.peer_name = "unix:" + self.url.addr
-        elif ":" in self.url.addr:
-            self.peer_name = f"[{self.url.addr}]:{self.url.port}"
+        url = self.url = conf.auth_http
+        self.address: object
+        if url.unix:
+            self.peer_name = "unix:" + url.addr
+            self.family = socket.AF_UNIX
+            self.address = url.addr
+        elif ":" in url.addr:
+            self.peer_name = f"[{url.addr}]:{url.port}"
+            self.family = socket.AF_INET6
+            self.address = (url.addr, url.port)
         else:
-            self.peer_name = f"{self.url.addr}:{self.url.port}"
+            self.peer_name = f"{url.addr}:{url.port}"
+            self.family = socket.AF_INET
+            self.address = (url.addr, url.port)
+        self.loop = asyncio.get_event_loop()
 
     async def authenticate(self, info: SessionInfo, req: AuthRequest, attempt: int) -> AuthResult:
         conf = self.conf
-        loop = asyncio.get_running_loop()
-        request = auth_http.build_request(conf, info, req, attempt)
-        fut: asyncio.Future[None] = loop.create_future()
-        exchange = _Exchange(request, fut)
-        url = self.url
+        fut: asyncio.Future[None] = self.loop.create_future()
+        exchange = _Exchange(
+            self.loop, auth_http.build_request(conf, info, req, attempt), self.peer_name, fut
+        )
+        exchange.start(self.family, self.address, conf.auth_http_timeout)
         try:
-            async with asyncio.timeout(conf.auth_http_timeout):
-                if url.unix:
-                    await loop.create_unix_connection(lambda: exchange, url.addr)
-                else:
-                    await loop.create_connection(lambda: exchange, url.addr, url.port)
-                await fut
-        except TimeoutError:
-            raise AuthError(f"auth http server {self.peer_name} timed out") from None
-        except auth_http.AuthHttpError as e:
-            raise AuthError(f"auth http server {self.peer_name} {e}") from None
-        except OSError as e:
-            if e.errno:
-                what = "connect()" if exchange.transport is None else "recv()"
-                raise AuthError(f"{what} failed ({e.errno}: {e.strerror})") from None
-            raise AuthError("") from None
+            await fut
         finally:
-            if exchange.transport is not None:
-                exchange.transport.close()
+            exchange._close()  # also when the session is cancelled
         try:
             return exchange.parser.result(
                 protocol=conf.protocol.value,

@@ -246,6 +246,13 @@ def _atoi(text: bytes) -> int | None:
     return value if value <= _MAX_INT else None
 
 
+# Fast paths for whole lines (the common case: the answer arrives in one read).
+# They accept exactly what the byte state machines accept for a complete line
+# and leave anything else (partial or odd lines) to them.
+_STATUS_LINE = re.compile(rb"HTTP/[^\r\n]*\r?\n")
+_HEADER_LINE = re.compile(rb"([A-Za-z0-9][A-Za-z0-9-]*)(?::[ ]*([^\r\n]*?)[ ]*)?\r?\n")
+
+
 def _is_alnum(c: int) -> bool:
     c2 = c | 0x20
     return 0x61 <= c2 <= 0x7A or 0x30 <= c <= 0x39
@@ -319,6 +326,12 @@ class ResponseParser:
         buf = self._buf
         state = self._sstate
         pos = self._pos
+        if state == _S_START and pos == 0:
+            m = _STATUS_LINE.match(buf)
+            if m is not None:
+                self._pos = m.end()
+                self._status_phase = False
+                return
         end = len(buf)
         while pos < end:
             ch = buf[pos]
@@ -352,6 +365,13 @@ class ResponseParser:
         pos = self._pos
         end = len(buf)
         while pos < end:
+            if state == _H_START:
+                m = _HEADER_LINE.match(buf, pos)
+                if m is not None:
+                    value = m.group(2)
+                    self._header(bytes(m.group(1)).lower(), bytes(value) if value else b"")
+                    pos = m.end()
+                    continue
             ch = buf[pos]
             line_done = False
             if state == _H_START:

@@ -156,7 +156,9 @@ def open_socket(ls: Listen) -> socket.socket:
     return sock
 
 
-def plan_listeners(config: Config) -> dict[tuple[str, str, int], tuple[Listen, list[tuple[Listen, ServerConf]]]]:
+def plan_listeners(
+    config: Config,
+) -> dict[tuple[str, str, int], tuple[Listen, list[tuple[Listen, ServerConf]]]]:
     """Which sockets to bind, and which (listen, server) pairs each serves.
 
     A wildcard address on a port takes every address on that port that has no

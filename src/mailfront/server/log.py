@@ -11,6 +11,7 @@ formats anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -24,12 +25,37 @@ EMERG, ALERT, CRIT, ERR, WARN, NOTICE, INFO, DEBUG = range(1, 9)
 _FACILITIES = {
     name: code
     for code, name in enumerate(
-        "kern user mail daemon auth intern lpr news uucp clock authpriv ftp ntp audit alert cron".split()
+        [
+            "kern",
+            "user",
+            "mail",
+            "daemon",
+            "auth",
+            "intern",
+            "lpr",
+            "news",
+            "uucp",
+            "clock",
+            "authpriv",
+            "ftp",
+            "ntp",
+            "audit",
+            "alert",
+            "cron",
+        ]
     )
 }
 _FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
-_SEVERITIES = {"emerg": 0, "alert": 1, "crit": 2, "error": 3, "warn": 4, "notice": 5, "info": 6,
-               "debug": 7}
+_SEVERITIES = {
+    "emerg": 0,
+    "alert": 1,
+    "crit": 2,
+    "error": 3,
+    "warn": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
+}
 
 _time_cache: list[object] = [0, ""]
 
@@ -94,9 +120,7 @@ class _Target:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             address = server
-        self.syslog = (sock, address, facility * 8 + (severity if severity >= 0 else 0),
-                       nohostname)
-        self.tag = self.tag if severity >= 0 else self.tag
+        self.syslog = (sock, address, facility * 8 + (severity if severity >= 0 else 0), nohostname)
 
     def open(self) -> None:
         if self.path in ("stderr",) or self.syslog:
@@ -122,10 +146,8 @@ class _Target:
             except OSError:
                 pass
             return
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.fd, (line + "\n").encode(errors="backslashreplace"))
-        except OSError:
-            pass
 
     def close(self) -> None:
         if self.syslog is not None:

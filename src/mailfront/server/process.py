@@ -70,8 +70,9 @@ def make_auth(conf: ServerConf, cache: dict[Any, AuthBackend]) -> AuthBackend:
 class Worker:
     """The event loop side: listeners, sessions, signals."""
 
-    def __init__(self, config: Config, log: Log, listeners: dict[Any, Listener],
-                 directives: str | None) -> None:
+    def __init__(
+        self, config: Config, log: Log, listeners: dict[Any, Listener], directives: str | None
+    ) -> None:
         self.config = config
         self.log = log
         self.listeners = listeners
@@ -98,8 +99,14 @@ class Worker:
                     if lkey not in server_logs:
                         server_logs[lkey] = Log(srvconf.error_log)
                     log = server_logs[lkey]
-                rt = ServerRuntime(srvconf, listen_text(ls), log,
-                                   make_auth(srvconf, auth_cache), self.loop, self.sessions)
+                rt = ServerRuntime(
+                    srvconf,
+                    listen_text(ls),
+                    log,
+                    make_auth(srvconf, auth_cache),
+                    self.loop,
+                    self.sessions,
+                )
                 if ls.wildcard or ls is listener.listen:
                     default = rt
                 else:
@@ -152,9 +159,12 @@ class Worker:
 
     def reload(self) -> None:
         from mailfront import conf as confmod
+        from mailfront.cli import system_resolver
 
         try:
-            new = confmod.load(self.config.conf_file, self.config.prefix, self.directives)
+            new = confmod.load(
+                self.config.conf_file, self.config.prefix, self.directives, resolver=system_resolver
+            )
         except confmod.ConfError as e:
             self.log.log(EMERG, str(e))
             return
@@ -250,20 +260,24 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run(config: Config, error_log_override: str | None = None,
-        directives: str | None = None) -> int:
+def run(
+    config: Config, error_log_override: str | None = None, directives: str | None = None
+) -> int:
     """Serve ``config`` until stopped; the exit code."""
     log = make_log(config, error_log_override)
     if config.mail is None or not config.mail.servers:
-        log.log(EMERG, "no \"mail\" section in configuration")
+        log.log(EMERG, 'no "mail" section in configuration')
         return 1
     nofile = config.main.worker_rlimit_nofile
     if nofile:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         except (ValueError, OSError) as e:
-            log.log(ALERT, f"setrlimit(RLIMIT_NOFILE, {nofile}) failed ({getattr(e, 'errno', 1)}: "
-                           f"{getattr(e, 'strerror', None) or e})")
+            log.log(
+                ALERT,
+                f"setrlimit(RLIMIT_NOFILE, {nofile}) failed ({getattr(e, 'errno', 1)}: "
+                f"{getattr(e, 'strerror', None) or e})",
+            )
     listeners: dict[Any, Listener] = {}
     for key, (ls, _pairs) in plan_listeners(config).items():
         try:

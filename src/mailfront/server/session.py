@@ -257,7 +257,9 @@ class Session(asyncio.Protocol):
                 continue
             break
         if res.status is Status.ERROR:
-            self.log(INFO, 'client login failed: "%s"' % res.errmsg.decode("utf-8", "replace"))
+            self.log(
+                INFO, 'client login failed: "{}"'.format(res.errmsg.decode("utf-8", "replace"))
+            )
             if not res.wait:
                 machine.auth_failed(res.errmsg, res.error_code)
                 self._output(machine)
@@ -271,9 +273,9 @@ class Session(asyncio.Protocol):
             self.transport.resume_reading()
             self._dispatch(machine.resume())
             return
-        self._connect_backend(res, req)
+        await self._connect_backend(res, req)
 
-    def _connect_backend(self, res: AuthResult, req: Any) -> None:
+    async def _connect_backend(self, res: AuthResult, req: Any) -> None:
         login = res.user if res.user is not None else req.login
         passwd: bytes | None = None  # None: nginx holds no password
         if res.passwd is not None:
@@ -292,11 +294,8 @@ class Session(asyncio.Protocol):
         self.upstream = srv.make_upstream(srv.conf, self.machine, login, passwd, self)
         self.action = "connecting to upstream"
         self.timer = srv.loop.call_later(srv.conf.timeout, self._upstream_timed_out)
-        self.task = srv.loop.create_task(self._connect(host, res.port))
-
-    async def _connect(self, host: str, port: int) -> None:
         try:
-            await self.srv.loop.create_connection(lambda: _Backend(self), host, port)
+            await srv.loop.create_connection(lambda: _Backend(self), host, res.port)
         except OSError as e:
             if not self.closed:
                 self.log(ERR, f"connect() failed ({e.errno}: {e.strerror})")
