@@ -52,6 +52,7 @@ class Session(asyncio.Protocol):
         "closed",
         "conn",
         "greeted",
+        "held",
         "last",
         "login",
         "machine",
@@ -77,6 +78,7 @@ class Session(asyncio.Protocol):
         self.attempt = 0
         self.closed = False
         self.greeted = False
+        self.held = -1  # bytes read from the client during a login, -1 outside one
         self.login = b""
         self.action: str | None = "sending client greeting line"
         self.upstream_text = ""
@@ -158,6 +160,17 @@ class Session(asyncio.Protocol):
         machine = self.machine
         if machine is None:
             return
+        if self.held >= 0:
+            # A login is under way: nginx leaves such input in the socket; we
+            # let the machine hold it (it goes to the backend after the login)
+            # and stop reading only past the client buffer, which saves two
+            # poll changes per login.
+            self.held += len(data)
+            machine.receive(data)
+            if self.held > self.srv.client_buffer:
+                assert self.transport is not None
+                self.transport.pause_reading()
+            return
         if not self.greeted:  # SMTP: talked before the delayed greeting
             machine.early_input(data)
             self._output(machine)
@@ -182,8 +195,7 @@ class Session(asyncio.Protocol):
         if nxt is Next.READ:
             return
         if nxt is Next.AUTH:
-            assert self.transport is not None
-            self.transport.pause_reading()
+            self.held = 0
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
@@ -270,7 +282,9 @@ class Session(asyncio.Protocol):
             self.task = None
             self.timer = loop.call_later(conf.timeout, self._timed_out)
             assert self.transport is not None
-            self.transport.resume_reading()
+            if self.held > self.srv.client_buffer:
+                self.transport.resume_reading()
+            self.held = -1
             self._dispatch(machine.resume())
             return
         await self._connect_backend(res, req)
@@ -368,7 +382,9 @@ class Session(asyncio.Protocol):
         loop = self.srv.loop
         self.last = loop.time()
         self.timer = loop.call_later(conf.proxy_timeout, self._relay_timer)
-        client.resume_reading()
+        if self.held > self.srv.client_buffer:
+            client.resume_reading()
+        self.held = -1
 
     def _relay_timer(self) -> None:
         loop = self.srv.loop
