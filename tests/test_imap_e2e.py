@@ -90,17 +90,21 @@ def env(
     hang.listen(16)
     hang_port = hang.getsockname()[1]
     short_port = free_port()
+    idle_port = free_port()
     block = f"""
     server_name mail.test;
     auth_http {auth.url};
     server {{ listen 127.0.0.1:{port}; protocol imap; imap_auth plain login cram-md5; }}
     server {{
         listen 127.0.0.1:{short_port}; protocol imap;
-        timeout 1s; max_errors 2; imap_client_buffer 64;
+        timeout 1s; max_errors 2; imap_client_buffer 64; proxy_timeout 1s;
         auth_http 127.0.0.1:{hang_port}/auth; auth_http_timeout 1s;
     }}
+    server {{
+        listen 127.0.0.1:{idle_port}; protocol imap; proxy_timeout 1s;
+    }}
     """
-    mf = Mailfront(tmp_path_factory.mktemp("mf-imap"), block, [port, short_port])
+    mf = Mailfront(tmp_path_factory.mktemp("mf-imap"), block, [port, short_port, idle_port])
 
     import threading
 
@@ -117,6 +121,7 @@ def env(
     threading.Thread(target=garbage_backend, daemon=True).start()
     with mf:
         mf.short_port = short_port  # type: ignore[attr-defined]
+        mf.idle_port = idle_port  # type: ignore[attr-defined]
         yield mf, auth, router, port
     auth.close()
     hang.close()
@@ -357,3 +362,17 @@ def test_client_that_vanishes_mid_login(env) -> None:  # type: ignore[no-untyped
         s.close()
     with imaplib.IMAP4("127.0.0.1", port) as m:
         assert m.login("alice", PASS)[0] == "OK"
+
+
+def test_proxy_timeout_ends_idle_relayed_sessions_only(env) -> None:  # type: ignore[no-untyped-def]
+    mf = env[0]
+    m = imaplib.IMAP4("127.0.0.1", mf.idle_port, timeout=10)
+    assert m.login("alice", PASS)[0] == "OK"
+    for _ in range(6):  # active for 2.4 s: longer than proxy_timeout, kept open
+        time.sleep(0.4)
+        assert m.noop()[0] == "OK"
+    time.sleep(1.6)  # idle: closed between 1 s and 1.125 s after the last byte
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        m.noop()
+    m.shutdown()
+    mf.wait_log("client timed out, client: 127.0.0.1")

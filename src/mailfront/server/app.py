@@ -35,6 +35,7 @@ class ServerRuntime:
         "loop",
         "machine_cls",
         "make_upstream",
+        "needs_salt",
         "protocol_name",
         "sessions",
     )
@@ -57,6 +58,7 @@ class ServerRuntime:
         self.protocol_name = conf.protocol.value
         self.by_addr: dict[str, ServerRuntime] | None = None
         self.machine_cls, self.make_upstream = protocol_classes(conf.protocol)
+        self.needs_salt = bool(self.machine_cls.needs_salt(conf))
         if conf.protocol is Protocol.IMAP:
             self.client_buffer = conf.imap_client_buffer
         elif conf.protocol is Protocol.SMTP:

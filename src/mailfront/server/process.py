@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -301,6 +302,8 @@ def run(
             return 1
     loop = _new_loop()
     asyncio.set_event_loop(loop)
+    gc.collect()
+    gc.freeze()  # what startup made lives as long as the process: never scan it again
     worker: Worker | None = None
     code = 0
     try:

@@ -28,7 +28,7 @@ class Pipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.dst.write(data)
-        self.session.last = self.session.srv.loop.time()
+        self.session.active = True  # proxy_timeout starts again (see Session._relay_timer)
 
     def eof_received(self) -> bool | None:
         return None

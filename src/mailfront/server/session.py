@@ -46,6 +46,7 @@ class Session(asyncio.Protocol):
 
     __slots__ = (
         "action",
+        "active",
         "attempt",
         "client",
         "client_port_text",
@@ -86,6 +87,7 @@ class Session(asyncio.Protocol):
         self.client_port_text = ""
         self.conn = 0
         self.last = 0.0
+        self.active = False
 
     # -- logging with nginx's context suffix -------------------------------
 
@@ -135,7 +137,7 @@ class Session(asyncio.Protocol):
             )
         conf = srv.conf
         salt = b""
-        if srv.machine_cls.needs_salt(conf):
+        if srv.needs_salt:
             salt = sasl.make_salt(random.getrandbits(31), int(time.time()), conf.server_name)
         self.machine = srv.machine_cls(conf, salt)
         loop = srv.loop
@@ -334,14 +336,16 @@ class Session(asyncio.Protocol):
         if up is None:
             return
         nxt = up.receive(data)
-        if up.to_upstream:
+        out = up.to_upstream
+        if out:
             assert self.up_transport is not None
-            self.up_transport.write(b"".join(up.to_upstream))
-            up.to_upstream.clear()
-        if up.to_client:
+            self.up_transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        out = up.to_client
+        if out:
             assert self.transport is not None
-            self.transport.write(b"".join(up.to_client))
-            up.to_client.clear()
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         self.action = up.action
         if up.logs:
             self._flush_logs(up.logs)
@@ -381,16 +385,28 @@ class Session(asyncio.Protocol):
             up.write(leftover)
         loop = self.srv.loop
         self.last = loop.time()
-        self.timer = loop.call_later(conf.proxy_timeout, self._relay_timer)
+        self.timer = loop.call_later(conf.proxy_timeout / 8, self._relay_timer)
         if self.held > self.srv.client_buffer:
             client.resume_reading()
         self.held = -1
 
     def _relay_timer(self) -> None:
+        """proxy_timeout without a clock read per relayed chunk.
+
+        The pipes only set ``active``; this timer runs every eighth of the
+        timeout and takes "active since the last check" as "active now", so
+        the session ends between proxy_timeout and 9/8 of it after its last
+        byte.
+        """
         loop = self.srv.loop
-        left = self.last + self.srv.conf.proxy_timeout - loop.time()
+        now = loop.time()
+        if self.active:
+            self.active = False
+            self.last = now
+        timeout = self.srv.conf.proxy_timeout
+        left = self.last + timeout - now
         if left > 0:
-            self.timer = loop.call_later(left, self._relay_timer)
+            self.timer = loop.call_later(min(left, timeout / 8), self._relay_timer)
             return
         self.timer = None
         self.log(INFO, "client timed out")
