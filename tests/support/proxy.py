@@ -86,6 +86,17 @@ class Mailfront:
             time.sleep(0.02)
         raise AssertionError(f"{needle!r} not in the log:\n{self.log()}")
 
+    @staticmethod
+    def wait_file(path: Path, needle: str, deadline: float = 5.0) -> str:
+        end = time.monotonic() + deadline
+        text = ""
+        while time.monotonic() < end:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            if needle in text:
+                return text
+            time.sleep(0.02)
+        raise AssertionError(f"{needle!r} not in {path}:\n{text}")
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

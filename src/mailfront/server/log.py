@@ -46,16 +46,12 @@ _FACILITIES = {
     )
 }
 _FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
-_SEVERITIES = {
-    "emerg": 0,
-    "alert": 1,
-    "crit": 2,
-    "error": 3,
-    "warn": 4,
-    "notice": 5,
-    "info": 6,
-    "debug": 7,
-}
+
+
+def _hostname() -> str:
+    """nginx's ngx_cycle->hostname: gethostname(), lower-cased."""
+    return socket.gethostname().lower()
+
 
 _time_cache: list[object] = [0, ""]
 
@@ -76,7 +72,7 @@ class _Target:
         self.level = spec.level
         self.path = spec.target
         self.fd = -1
-        self.syslog: tuple[socket.socket, tuple[str, int], int, bool] | None = None
+        self.syslog: tuple[socket.socket, object, int, bool] | None = None
         self.tag = "nginx"
         if spec.target == "stderr":
             self.fd = 2
@@ -86,41 +82,39 @@ class _Target:
             self.open()
 
     def _open_syslog(self, params: str) -> None:
-        server = ("127.0.0.1", 514)
+        """``syslog:server=ADDR[:PORT],facility=F,tag=T,nohostname`` (UDP or unix datagram)."""
+        host, port = "127.0.0.1", 514
         facility = _FACILITIES["local7"]
-        severity = -1
         nohostname = False
         for item in params.split(","):
             key, _, value = item.partition("=")
             if key == "server":
-                host, port = value, 514
                 if value.startswith("unix:"):
                     host, port = value, 0
                 elif value.startswith("["):
                     host, _, rest = value[1:].partition("]")
                     port = int(rest[1:]) if rest.startswith(":") else 514
                 elif value.count(":") == 1:
-                    host, p = value.split(":")
+                    host, _, p = value.partition(":")
                     port = int(p)
-                server = (host, port)
+                else:
+                    host = value
             elif key == "facility":
                 facility = _FACILITIES.get(value, facility)
-            elif key == "severity":
-                severity = _SEVERITIES.get(value, -1)
             elif key == "tag":
                 self.tag = value
             elif key == "nohostname":
                 nohostname = True
-        if server[0].startswith("unix:"):
+        address: object
+        if host.startswith("unix:"):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            address: tuple[str, int] = (server[0][5:], 0)
+            address = host[5:]
         else:
-            family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            address = server
-        self.syslog = (sock, address, facility * 8 + (severity if severity >= 0 else 0), nohostname)
+            address = (host, port)
+        sock.setblocking(False)
+        self.syslog = (sock, address, facility, nohostname)
 
     def open(self) -> None:
         if self.path in ("stderr",) or self.syslog:
@@ -132,19 +126,14 @@ class _Target:
 
     def write(self, level: int, line: str) -> None:
         if self.syslog is not None:
-            sock, address, pri, nohostname = self.syslog
-            if pri % 8 == 0 and level > 0:  # no fixed severity: map the line's level
-                pri = pri - pri % 8 + _SEVERITIES.get(LOG_LEVELS[level], 6)
+            # ngx_syslog_writer: "<PRI>Mmm dd hh:mm:ss host tag: " and the whole
+            # log line; the severity is the line's level (severity= is access_log's)
+            sock, address, facility, nohostname = self.syslog
             stamp = time.strftime("%b %e %H:%M:%S")
-            host = "" if nohostname else socket.gethostname() + " "
-            msg = f"<{pri}>{stamp} {host}{self.tag}: {line}".encode(errors="replace")
-            try:
-                if address[1] == 0:
-                    sock.sendto(msg, address[0])
-                else:
-                    sock.sendto(msg, address)
-            except OSError:
-                pass
+            host = "" if nohostname else _hostname() + " "
+            msg = f"<{facility * 8 + level - 1}>{stamp} {host}{self.tag}: {line}"
+            with contextlib.suppress(OSError):
+                sock.sendto(msg.encode(errors="backslashreplace")[:2048], address)  # type: ignore[call-overload]
             return
         with contextlib.suppress(OSError):
             os.write(self.fd, (line + "\n").encode(errors="backslashreplace"))
