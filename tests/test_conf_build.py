@@ -367,7 +367,6 @@ def test_not_supported_yet(tmp_path: Path) -> None:
         ("proxy_protocol on;", '"proxy_protocol on" is not supported yet'),
         ("auth_http_pass_client_cert on;",
          '"auth_http_pass_client_cert on" is not supported yet'),
-        ("resolver 127.0.0.1;", '"resolver 127.0.0.1" is not supported yet'),
         ("set_real_ip_from 10.0.0.0/8;", '"set_real_ip_from" directive is not supported yet'),
         ("listen 127.0.0.1:10993 ssl;",
          'the "ssl" parameter of the "listen" directive is not supported yet'),

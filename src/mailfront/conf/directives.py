@@ -70,7 +70,6 @@ SUPPORTED_VALUES_ONLY: dict[str, frozenset[str]] = {
     "starttls": frozenset({"off"}),
     "proxy_protocol": frozenset({"off"}),
     "auth_http_pass_client_cert": frozenset({"off"}),
-    "resolver": frozenset({"off"}),
 }
 
 # listen parameters refused as "not supported yet".  Delete one to enable it.
