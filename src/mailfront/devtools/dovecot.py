@@ -23,6 +23,13 @@ says.  So:
   of anvil and the login processes are turned off.
 
 The users file holds ``{PLAIN}`` passwords so that CRAM-MD5 works.
+
+Dovecot's auth service also listens on loopback TCP (``auth_port``) with its
+client protocol, so that another server can check passwords against the same
+users: Postfix's ``smtpd_sasl_type = dovecot`` with ``smtpd_sasl_path =
+inet:127.0.0.1:<auth_port>`` (see ``mailfront.devtools.postfix``).  TCP rather
+than a unix socket because the socket would sit under ``root``, which other
+users may not be able to reach.
 """
 
 from __future__ import annotations
@@ -344,6 +351,7 @@ class Dovecot:
         host: str = DEFAULT_HOST,
         imap_port: int = 0,
         pop3_port: int = 0,
+        auth_port: int = 0,
         users: Mapping[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
         binary: str | None = None,
@@ -352,6 +360,7 @@ class Dovecot:
         self.host = host
         self.imap_port = imap_port
         self.pop3_port = pop3_port
+        self.auth_port = auth_port
         self.users: dict[str, str] = dict(DEMO_USERS if users is None else users)
         for user, password in self.users.items():
             bad_user = user in ("", ".", "..") or any(c in user for c in ":/\n\t %")
@@ -367,7 +376,7 @@ class Dovecot:
         self.private_dirs_path = self.root / "private-dirs"  # see _private_dir()
         self.mail_dir = self.root / "mail"  # may move to a private temp dir, see start()
         self.base_dir = self.root / "run"
-        self._fixed_ports = (imap_port, pop3_port)
+        self._fixed_ports = (imap_port, pop3_port, auth_port)
         self._proc: subprocess.Popen[bytes] | None = None
         self._private_dirs: list[Path] = []
 
@@ -388,6 +397,11 @@ class Dovecot:
     @property
     def pop3_address(self) -> tuple[str, int]:
         return (self.host, self.pop3_port)
+
+    @property
+    def auth_address(self) -> tuple[str, int]:
+        """Dovecot's auth service (client protocol, as Postfix's SASL speaks it)."""
+        return (self.host, self.auth_port)
 
     def messages(self, user: str) -> tuple[DemoMessage, ...]:
         """What ``user``'s mailboxes held at start."""
@@ -546,6 +560,10 @@ class Dovecot:
             self.pop3_port = _free_port(self.host)
             while self.pop3_port == self.imap_port:
                 self.pop3_port = _free_port(self.host)
+        if not self._fixed_ports[2]:
+            self.auth_port = _free_port(self.host)
+            while self.auth_port in (self.imap_port, self.pop3_port):
+                self.auth_port = _free_port(self.host)
         self.conf_path.write_text(self._conf_text(ident, state_dir))
 
     def _conf_text(self, ident: _Identity, state_dir: Path) -> str:
@@ -561,8 +579,8 @@ class Dovecot:
                 f"default_internal_user = {ident.internal_user}\n"
                 f"default_internal_group = {ident.internal_group}\n"
                 "# reads the users file, which may sit in a 0700 directory\n"
-                "service auth {\n  user = root\n}\n"
             )
+            auth_user = "  user = root\n"
             anvil_chroot = login_chroot = ""
         else:
             privileges = (
@@ -577,6 +595,7 @@ class Dovecot:
             )
             anvil_chroot = "  chroot =\n"
             login_chroot = "  chroot =\n"
+            auth_user = ""
         return (
             "# Written by mailfront.devtools.dovecot: a private Dovecot for mailfront's\n"
             "# tests and quickstart.  Regenerated at every start.\n"
@@ -603,6 +622,12 @@ class Dovecot:
             f"  args = home={self.mail_dir}/%u\n"
             "}\n"
             f"{privileges}"
+            "service auth {\n"
+            f"{auth_user}"
+            "  # the client protocol on TCP, for Postfix's SASL (smtpd_sasl_type = dovecot)\n"
+            f"  inet_listener sasl {{\n    address = {self.host}\n"
+            f"    port = {self.auth_port}\n  }}\n"
+            "}\n"
             "service anvil {\n"
             f"{anvil_chroot}"
             "  # no auth penalty: tests fail logins on purpose and must not slow down\n"
@@ -633,7 +658,7 @@ class Dovecot:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        pending = {self.imap_port: b"* OK", self.pop3_port: b"+OK"}
+        pending = {self.imap_port: b"* OK", self.pop3_port: b"+OK", self.auth_port: b"VERSION"}
         while pending:
             proc = self._proc
             assert proc is not None
