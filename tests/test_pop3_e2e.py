@@ -54,7 +54,8 @@ class Router:
     """The auth service: checks what it is sent, routes to Dovecot's POP3 port.
 
     ``mode``: ``ok``; ``no-pass`` (never sends Auth-Pass); ``wrong-pass``
-    (sends an Auth-Pass Dovecot refuses); ``wait-first`` (answers a good APOP or
+    (sends an Auth-Pass Dovecot refuses); ``hang-backend`` (routes to a
+    backend that never answers); ``wait-first`` (answers a good APOP or
     CRAM-MD5 digest with ``WAIT``, then the re-query, which carries no password,
     with OK and Auth-Pass).  ``wait``: Auth-Wait on refusals.
     """
@@ -63,10 +64,12 @@ class Router:
         self.backend_port = backend_port
         self.mode = "ok"
         self.wait = 0
+        self.hang_port = 0
 
     def _ok(self, user: str, passwd: str | None) -> list[tuple[str, str]]:
         out = [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1")]
-        out.append(("Auth-Port", str(self.backend_port)))
+        port = self.hang_port if self.mode == "hang-backend" else self.backend_port
+        out.append(("Auth-Port", str(port)))
         if user == "bobby":  # an alias: the backend login is bob's
             out.append(("Auth-User", "bob"))
         if self.mode == "wrong-pass":
@@ -122,6 +125,7 @@ class Env:
     passerr: int
     hashed: int
     plainfile: int
+    hangauth: int
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +142,23 @@ def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         f"bob:{make_hash('SHA512-CRYPT', b'bobpass')}::::::"
         f"host=127.0.0.1 pop3_port={dovecot.pop3_port}\n"
     )
-    ports = [free_port() for _ in range(5)]
-    main, short, passerr, hashed, plainfile = ports
+    hang = socket.socket()  # listens, never answers: a stuck backend or auth service
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    router.hang_port = hang.getsockname()[1]
+    ports = [free_port() for _ in range(6)]
+    main, short, passerr, hashed, plainfile, hangauth = ports
     block = f"""
     server_name mail.test;
     auth_http {auth.url};
     server {{ listen 127.0.0.1:{main}; protocol pop3; pop3_auth plain apop cram-md5 external; }}
-    server {{ listen 127.0.0.1:{short}; protocol pop3; max_errors 2; timeout 1s; }}
+    server {{
+        listen 127.0.0.1:{short}; protocol pop3; max_errors 2; timeout 1s; proxy_timeout 1s;
+    }}
+    server {{
+        listen 127.0.0.1:{hangauth}; protocol pop3;
+        auth_http 127.0.0.1:{router.hang_port}/auth; auth_http_timeout 1s;
+    }}
     server {{ listen 127.0.0.1:{passerr}; protocol pop3; proxy_pass_error_message on; }}
     server {{ listen 127.0.0.1:{hashed}; protocol pop3; auth_file {hashed_file}; }}
     server {{
@@ -153,8 +167,9 @@ def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     }}
     """
     with Mailfront(work, block, ports) as mf:
-        yield Env(mf, auth, router, dovecot, main, short, passerr, hashed, plainfile)
+        yield Env(mf, auth, router, dovecot, main, short, passerr, hashed, plainfile, hangauth)
     auth.close()
+    hang.close()
 
 
 _open: list[socket.socket] = []
@@ -686,6 +701,139 @@ def test_client_timeout_and_quit(env: Env) -> None:
     assert read_all(s) == (
         b"+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nSASL PLAIN LOGIN\r\n.\r\n+OK\r\n"
     )
+
+
+# -- timeouts: nginx logs them with the errno text ----------------------------------
+#
+# Every timeout line of nginx's mail modules is ngx_log_error(..., NGX_ETIMEDOUT, ...),
+# which appends " (110: Connection timed out)" before " while <action>"
+# (ngx_mail_pop3_handler.c, ngx_mail_proxy_module.c, ngx_mail_auth_http_module.c);
+# in the relay the action is "proxying" (ngx_mail_proxy_handler).
+
+ETIMEDOUT = " (110: Connection timed out)"
+NGINX_TIMEOUT_LOG = (
+    "session.py logs nginx's timeout lines without the errno text nginx appends "
+    "(NGX_ETIMEDOUT: ' (110: Connection timed out)')"
+)
+
+
+def test_client_timeout_in_the_auth_state(env: Env) -> None:
+    s = connect(env.short)
+    read_line(s)
+    assert read_all(s) == b""
+    env.mf.wait_log(
+        f"client timed out while in auth state, client: 127.0.0.1, server: 127.0.0.1:{env.short}"
+    )
+
+
+@pytest.mark.xfail(strict=True, reason=NGINX_TIMEOUT_LOG)
+def test_client_timeout_in_the_auth_state_as_nginx_logs_it(env: Env) -> None:
+    s = connect(env.short)
+    read_line(s)
+    assert read_all(s) == b""
+    env.mf.wait_log(
+        f"client timed out{ETIMEDOUT} while in auth state, client: 127.0.0.1, "
+        f"server: 127.0.0.1:{env.short}",
+        deadline=2,
+    )
+
+
+def test_upstream_timeout(env: Env) -> None:
+    env.router.mode = "hang-backend"
+    s = connect(env.short)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_all(s) == b"+OK\r\n" + INTERNAL
+    log = env.mf.wait_log(f"upstream: 127.0.0.1:{env.router.hang_port}")
+    assert "upstream timed out" in log
+    env.router.mode = "ok"
+    assert_serves(env.short)
+
+
+@pytest.mark.xfail(strict=True, reason=NGINX_TIMEOUT_LOG)
+def test_upstream_timeout_as_nginx_logs_it(env: Env) -> None:
+    env.router.mode = "hang-backend"
+    s = connect(env.short)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_all(s) == b"+OK\r\n" + INTERNAL
+    env.mf.wait_log(
+        f"upstream timed out{ETIMEDOUT} while connecting to upstream, client: 127.0.0.1, "
+        f'server: 127.0.0.1:{env.short}, login: "alice", '
+        f"upstream: 127.0.0.1:{env.router.hang_port}",
+        deadline=2,
+    )
+
+
+def test_auth_http_timeout(env: Env) -> None:
+    s = connect(env.hangauth)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_all(s) == b"+OK\r\n" + INTERNAL
+    env.mf.wait_log(
+        f"auth http server 127.0.0.1:{env.router.hang_port} timed out while in http auth "
+        f'state, client: 127.0.0.1, server: 127.0.0.1:{env.hangauth}, login: "alice"'
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="auth/http.py: 'auth http server X timed out' lacks nginx's NGX_ETIMEDOUT text",
+)
+def test_auth_http_timeout_as_nginx_logs_it(env: Env) -> None:
+    s = connect(env.hangauth)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_all(s) == b"+OK\r\n" + INTERNAL
+    env.mf.wait_log(
+        f"auth http server 127.0.0.1:{env.router.hang_port} timed out{ETIMEDOUT} while in "
+        f'http auth state, client: 127.0.0.1, server: 127.0.0.1:{env.hangauth}, login: "alice"',
+        deadline=2,
+    )
+
+
+def test_relay_timeout(env: Env) -> None:
+    s = connect(env.short)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_n(s, 2) == b"+OK\r\n+OK Logged in.\r\n"
+    assert read_all(s) == b""  # proxy_timeout 1s
+    wait_re(env.mf, rf'client timed out.*server: 127\.0\.0\.1:{env.short}, login: "alice", ')
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session.py: the relay's timeout line lacks the errno text and ' while proxying'",
+)
+def test_relay_timeout_as_nginx_logs_it(env: Env) -> None:
+    s = connect(env.short)
+    read_line(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\n")
+    assert read_n(s, 2) == b"+OK\r\n+OK Logged in.\r\n"
+    assert read_all(s) == b""
+    env.mf.wait_log(
+        f"client timed out{ETIMEDOUT} while proxying, client: 127.0.0.1, "
+        f'server: 127.0.0.1:{env.short}, login: "alice", '
+        f"upstream: 127.0.0.1:{env.dovecot.pop3_port}",
+        deadline=2,
+    )
+
+
+def test_slow_reader_gets_the_whole_big_message(env: Env) -> None:
+    """Backpressure in the relay: a client that does not read for a while loses nothing."""
+    s = connect(env.main)
+    greeting_salt(s)
+    s.sendall(b"USER alice\r\nPASS " + PASS.encode() + b"\r\nRETR 3\r\nQUIT\r\n")
+    time.sleep(1)
+    out = read_all(s)
+    head = b"+OK\r\n+OK Logged in.\r\n"
+    assert out.startswith(head)
+    body = out[len(head) :]
+    status, _, body = body.partition(b"\r\n")
+    assert status.startswith(b"+OK")
+    message, _, rest = body.partition(b"\r\n.\r\n")
+    assert rest.startswith(b"+OK")
+    assert hashlib.sha256(message + b"\r\n").hexdigest() == BIG_MESSAGE_SHA256
 
 
 # -- auth_file -------------------------------------------------------------------
