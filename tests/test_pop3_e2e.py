@@ -686,6 +686,17 @@ def test_max_errors(env: Env) -> None:
     assert_serves(env.short)
 
 
+def test_errors_of_the_handlers_do_not_count(env: Env) -> None:
+    """As nginx: only what the parser refuses counts toward max_errors; bad base64,
+    STLS without TLS or APOP when it is off are answered and forgiven."""
+    s = connect(env.short)
+    read_line(s)
+    s.sendall(b"AUTH PLAIN !!!!\r\nSTLS\r\nAPOP alice x\r\nAUTH LOGIN =\r\n*\r\nNOOP\r\n")
+    assert read_n(s, 6) == INVALID * 3 + b"+ UGFzc3dvcmQ6\r\n" + INVALID + b"+OK\r\n"
+    s.sendall(b"QUIT\r\n")
+    assert read_all(s) == b"+OK\r\n"
+
+
 def test_client_timeout_and_quit(env: Env) -> None:
     s = connect(env.short)
     read_line(s)
