@@ -324,7 +324,7 @@ def test_auth_service_that_hangs_times_out(env) -> None:  # type: ignore[no-unty
     read_line(s)
     s.sendall(b"a1 LOGIN alice x\r\n")
     assert read_all(s) == b"* BAD internal server error\r\n"
-    mf.wait_log("timed out while in http auth state")
+    mf.wait_log("timed out (110: Connection timed out) while in http auth state")
 
 
 def test_client_timeout_is_a_deadline(env) -> None:  # type: ignore[no-untyped-def]
@@ -375,4 +375,4 @@ def test_proxy_timeout_ends_idle_relayed_sessions_only(env) -> None:  # type: ig
     with pytest.raises((imaplib.IMAP4.abort, OSError)):
         m.noop()
     m.shutdown()
-    mf.wait_log("client timed out, client: 127.0.0.1")
+    mf.wait_log("client timed out (110: Connection timed out) while proxying, client: 127.0.0.1")

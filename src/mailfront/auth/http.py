@@ -121,7 +121,12 @@ class _Exchange:
 
     def _timed_out(self) -> None:
         self.timer = None
-        self._fail(AuthError(f"auth http server {self.peer_name} timed out"))
+        self._fail(
+            AuthError(
+                f"auth http server {self.peer_name} timed out"
+                f" ({errno.ETIMEDOUT}: {os.strerror(errno.ETIMEDOUT)})"
+            )
+        )
 
     def _fail(self, exc: AuthError) -> None:
         self._close()

@@ -11,7 +11,9 @@ task: the relay runs in ``data_received`` callbacks only.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from mailfront.server.app import ServerRuntime
 
 _conn_numbers = itertools.count(1)
+
+# nginx logs a timer's expiry with NGX_ETIMEDOUT's text
+TIMED_OUT = f" ({errno.ETIMEDOUT}: {os.strerror(errno.ETIMEDOUT)})"
 
 
 def sockaddr_text(addr: Any, with_port: bool) -> str:
@@ -155,7 +160,7 @@ class Session(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self.timer = None
-        self.log(INFO, "client timed out")
+        self.log(INFO, "client timed out" + TIMED_OUT)
         self.close()
 
     def data_received(self, data: bytes) -> None:
@@ -321,7 +326,7 @@ class Session(asyncio.Protocol):
 
     def _upstream_timed_out(self) -> None:
         self.timer = None
-        self.log(INFO, "upstream timed out")
+        self.log(INFO, "upstream timed out" + TIMED_OUT)
         self.internal_error()
 
     def upstream_made(self, transport: asyncio.Transport) -> None:
@@ -374,6 +379,7 @@ class Session(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.log(INFO, "client logged in")
+        self.action = "proxying"
         to_client = Pipe(self, client)  # reads the backend
         to_up = Pipe(self, up)  # reads the client
         self.pipes = (to_client, to_up)
@@ -409,12 +415,13 @@ class Session(asyncio.Protocol):
             self.timer = loop.call_later(min(left, timeout / 8), self._relay_timer)
             return
         self.timer = None
-        self.log(INFO, "client timed out")
+        self.log(INFO, "client timed out" + TIMED_OUT)
         self.close()
 
     def relay_done(self) -> None:
         if self.closed:
             return
+        self.action = None
         self.log(INFO, "proxied session done")
         self.close()
 
