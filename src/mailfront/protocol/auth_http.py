@@ -50,10 +50,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 from mailfront.auth.base import AuthResult, SessionInfo, Status
 from mailfront.conf.model import AuthMethod, ServerConf, VerifyClient
 from mailfront.protocol.base import AUTH_METHOD_NAMES, AuthRequest
+
+_STATUS_OK = Status.OK
 
 # The response header buffer (ngx_create_temp_buf(ctx->pool, 1024))
 RESPONSE_LIMIT = 1024
@@ -114,7 +117,7 @@ _ESCAPED = {bytes([c]): b"%%%02X" % c for c in (*range(0x21), 0x25)}
 
 def escape(data: bytes) -> bytes:
     """nginx's mail_auth escaping (Auth-User, Auth-Pass, Auth-SSL-Cert)."""
-    if _ESCAPE_RE.search(data) is None:
+    if data.isalnum() or _ESCAPE_RE.search(data) is None:
         return data
     return _ESCAPE_RE.sub(lambda m: _ESCAPED[m.group()], data)
 
@@ -123,26 +126,74 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+_PLAIN_OR_LOGIN = AuthMethod.LOGIN_USERNAME
+_APOP = AuthMethod.APOP
+_CRAM_MD5 = AuthMethod.CRAM_MD5
+_EXTERNAL = AuthMethod.EXTERNAL
+_NONE = AuthMethod.NONE
+
+# Auth-Method lines, by AuthMethod
+_METHOD_LINES = {m: b"Auth-Method: " + AUTH_METHOD_NAMES[m] + CRLF for m in AuthMethod}
+
+
+class _RequestParts:
+    """The bytes of a request that depend on the configuration only."""
+
+    __slots__ = ("conf", "head", "protocol", "ssl_names", "tail")
+
+    def __init__(self, conf: ServerConf) -> None:
+        url = conf.auth_http
+        if url is None:
+            raise ValueError("no auth_http in this server")
+        self.conf = conf
+        # "GET <uri> HTTP/1.0", Host
+        self.head = b"GET " + _b(url.uri) + b" HTTP/1.0\r\nHost: " + _b(url.host_header) + CRLF
+        # Auth-Protocol, then the start of Auth-Login-Attempt
+        self.protocol = b"Auth-Protocol: " + _b(conf.protocol.value) + b"\r\nAuth-Login-Attempt: "
+        names: tuple[str, ...] = _SSL_ALWAYS
+        if conf.ssl_verify_client != VerifyClient.OFF:
+            names += _SSL_VERIFY
+            if conf.auth_http_pass_client_cert:
+                names += (SSL_CERT,)
+        self.ssl_names = names
+        # auth_http_header lines and the empty line
+        self.tail = b"".join(_b(k) + b": " + _b(v) + CRLF for k, v in conf.auth_http_header) + CRLF
+
+
+_parts_cache: dict[int, _RequestParts] = {}
+
+
+def _request_parts(conf: ServerConf) -> _RequestParts:
+    """The constant parts of ``conf``'s requests, built once per configuration object."""
+    parts = _parts_cache.get(id(conf))
+    if parts is not None and parts.conf is conf:
+        return parts
+    if len(_parts_cache) >= 256:  # old configurations after many reloads
+        _parts_cache.clear()
+    parts = _parts_cache[id(conf)] = _RequestParts(conf)
+    return parts
+
+
 def build_request(conf: ServerConf, info: SessionInfo, req: AuthRequest, attempt: int) -> bytes:
     """``ngx_mail_auth_http_create_request``: the request bytes, headers in nginx's order."""
-    url = conf.auth_http
-    if url is None:
-        raise ValueError("no auth_http in this server")
-    method = AuthMethod(req.method)
+    parts = _request_parts(conf)
+    method = req.method
+    method_line = _METHOD_LINES.get(method)
+    if method_line is None:
+        method = AuthMethod(method)  # raises ValueError
+        method_line = _METHOD_LINES[method]
+    head = b"%s%sAuth-User: %s\r\nAuth-Pass: %s\r\n" % (
+        parts.head,
+        method_line,
+        escape(req.login),
+        escape(req.passwd),
+    )
+    if req.salt and method in (_APOP, _CRAM_MD5):
+        head += b"Auth-Salt: " + req.salt  # the salt ends in CRLF
     out = [
-        b"GET ", _b(url.uri), b" HTTP/1.0\r\n",
-        b"Host: ", _b(url.host_header), CRLF,
-        b"Auth-Method: ", AUTH_METHOD_NAMES[method], CRLF,
-        b"Auth-User: ", escape(req.login), CRLF,
-        b"Auth-Pass: ", escape(req.passwd), CRLF,
-    ]  # fmt: skip
-    if method in (AuthMethod.APOP, AuthMethod.CRAM_MD5) and req.salt:
-        out += (b"Auth-Salt: ", req.salt)  # the salt ends in CRLF
-    out += (
-        b"Auth-Protocol: ", _b(conf.protocol.value), CRLF,
-        b"Auth-Login-Attempt: %d\r\n" % attempt,
-        b"Client-IP: ", _b(info.client_addr), CRLF,
-    )  # fmt: skip
+        head,
+        b"%s%d\r\nClient-IP: %s\r\n" % (parts.protocol, attempt, _b(info.client_addr)),
+    ]
     if info.client_host:
         out += (b"Client-Host: ", info.client_host, CRLF)
     if info.proxy_src_addr is not None:
@@ -152,7 +203,7 @@ def build_request(conf: ServerConf, info: SessionInfo, req: AuthRequest, attempt
             b"Proxy-Protocol-Server-Addr: ", _b(info.proxy_dst_addr or ""), CRLF,
             b"Proxy-Protocol-Server-Port: %d\r\n" % info.proxy_dst_port,
         )  # fmt: skip
-    if method == AuthMethod.NONE:
+    if method == _NONE:
         # HELO, MAIL FROM and RCPT TO cannot hold a CRLF: sent raw
         out += (
             b"Auth-SMTP-Helo: ", req.helo, CRLF,
@@ -161,20 +212,13 @@ def build_request(conf: ServerConf, info: SessionInfo, req: AuthRequest, attempt
         )  # fmt: skip
     if info.ssl is not None:
         out.append(b"Auth-SSL: on\r\n")
-        names: tuple[str, ...] = _SSL_ALWAYS
-        if conf.ssl_verify_client != VerifyClient.OFF:
-            names += _SSL_VERIFY
-            if conf.auth_http_pass_client_cert:
-                names += (SSL_CERT,)
-        for name in names:
+        for name in parts.ssl_names:
             value = info.ssl.get(name)
             if value:
                 if name == SSL_CERT:
                     value = escape(value)
                 out += (_b(name), b": ", value, CRLF)
-    for key, text in conf.auth_http_header:
-        out += (_b(key), b": ", _b(text), CRLF)
-    out.append(CRLF)
+    out.append(parts.tail)
     return b"".join(out)
 
 
@@ -187,9 +231,12 @@ def holds_password(req: AuthRequest) -> bool:
     to ``ResponseParser.result(has_passwd=...)``.  (nginx tells an empty
     Auth-Pass from none after EXTERNAL + WAIT; this does not.)
     """
-    if req.method in (AuthMethod.APOP, AuthMethod.CRAM_MD5):
+    method = req.method
+    if method <= _PLAIN_OR_LOGIN:  # PLAIN, LOGIN, LOGIN_USERNAME: the usual case
+        return True
+    if method in (_APOP, _CRAM_MD5):
         return not req.salt
-    if req.method == AuthMethod.EXTERNAL:
+    if method == _EXTERNAL:
         return req.passwd != b""
     return True
 
@@ -251,6 +298,12 @@ def _atoi(text: bytes) -> int | None:
 # and leave anything else (partial or odd lines) to them.
 _STATUS_LINE = re.compile(rb"HTTP/[^\r\n]*\r?\n")
 _HEADER_LINE = re.compile(rb"([A-Za-z0-9][A-Za-z0-9-]*)(?::[ ]*([^\r\n]*?)[ ]*)?\r?\n")
+# A whole header block in the first read, CRLF line ends: the status line,
+# header lines as the state machines accept them, the empty line.  Then the
+# Auth-* lines of such a block: the name, and the value after its leading
+# spaces (its trailing spaces are stripped by the caller).
+_WHOLE_BLOCK = re.compile(rb"HTTP/[^\r\n]*\r\n(?:[A-Za-z0-9][A-Za-z0-9-]*(?::[^\r\n]*)?\r\n)*\r\n")
+_AUTH_LINE = re.compile(rb"\n([Aa][Uu][Tt][Hh]-[A-Za-z0-9-]*)(?::[ ]*([^\r\n]*))?\r")
 
 
 def _is_alnum(c: int) -> bool:
@@ -283,14 +336,12 @@ class ResponseParser:
         "wait_seen",
     )
 
+    # False in a test subclass: every answer goes through the state machines
+    _fast = True
+
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._status_phase = True  # skipping an "HTTP/" status line
-        self._sstate = _S_START
-        self._hstate = _H_START
-        self._name_start = self._name_end = 0
-        self._value_start = self._value_end = 0
+        # the slow path's state (_buf, _pos, ...) is set up by _start_slow()
+        self._buf: bytearray | None = None
         self._failed: AuthHttpError | None = None
         self.done = False
         self.wait_seen = False  # an "Auth-Status: WAIT" line was seen
@@ -302,28 +353,47 @@ class ResponseParser:
         self._sleep: int | None = None
         self._errcode = b""
 
+    def _start_slow(self) -> bytearray:
+        buf = self._buf = bytearray()
+        self._pos = 0
+        self._status_phase = True  # skipping an "HTTP/" status line
+        self._sstate = _S_START
+        self._hstate = _H_START
+        self._name_start = self._name_end = 0
+        self._value_start = self._value_end = 0
+        return buf
+
     def feed(self, data: bytes) -> bool:
         """Parse more of the answer; True once the header block is complete."""
         if self._failed is not None:
             raise self._failed
         if self.done:
             return True
-        room = RESPONSE_LIMIT - len(self._buf)
-        self._buf += data[:room]
+        buf = self._buf
+        if buf is None:
+            if self._fast:
+                # the whole header block in the first read (the common case)
+                m = _WHOLE_BLOCK.match(data, 0, RESPONSE_LIMIT)
+                if m is not None:
+                    for name, value in _AUTH_LINE.findall(data, 0, m.end()):
+                        self._header(name.lower(), value.rstrip(b" "))
+                    self.done = True
+                    return True
+            buf = self._start_slow()
+        buf += data[: RESPONSE_LIMIT - len(buf)]
         try:
             if self._status_phase:
-                self._status_line()
+                self._status_line(buf)
             if not self._status_phase:
-                self._headers()
-            if not self.done and len(self._buf) >= RESPONSE_LIMIT:
+                self._headers(buf)
+            if not self.done and len(buf) >= RESPONSE_LIMIT:
                 raise AuthHttpTooLarge(SENT_TOO_LARGE)
         except AuthHttpError as exc:
             self._failed = exc
             raise
         return self.done
 
-    def _status_line(self) -> None:
-        buf = self._buf
+    def _status_line(self, buf: bytearray) -> None:
         state = self._sstate
         pos = self._pos
         if state == _S_START and pos == 0:
@@ -359,8 +429,7 @@ class ResponseParser:
         self._pos = pos
         self._sstate = state
 
-    def _headers(self) -> None:
-        buf = self._buf
+    def _headers(self, buf: bytearray) -> None:
         state = self._hstate
         pos = self._pos
         end = len(buf)
@@ -505,25 +574,23 @@ class ResponseParser:
             )
         if self.wait_seen or wait_pending:
             return AuthResult(Status.WAIT, user=self._user, passwd=self._passwd, wait=self._sleep)
-        if not self._addr or not self._port:
+        addr = self._addr
+        port_text = self._port
+        if not addr or not port_text:
             raise AuthHttpError(DID_NOT_SEND_SERVER_OR_PORT)
         if self._passwd is None and not has_passwd and protocol != "smtp":
             raise AuthHttpError(DID_NOT_SEND_PASSWORD)
-        server = parse_addr(self._addr)
+        server = parse_addr(addr)
         if server is None:
-            raise AuthHttpError(SENT_INVALID_ADDRESS % _text(self._addr))
-        port = _atoi(self._port)
+            raise AuthHttpError(SENT_INVALID_ADDRESS % _text(addr))
+        port = _atoi(port_text)
         if port is None or not 1 <= port <= 65535:
-            raise AuthHttpError(SENT_INVALID_PORT % _text(self._port))
+            raise AuthHttpError(SENT_INVALID_PORT % _text(port_text))
+        # positional: errmsg, server, port, user, passwd, wait, error_code
         return AuthResult(
-            Status.OK,
-            server=server,
-            port=port,
-            user=self._user,
-            passwd=self._passwd,
-            wait=self._sleep,
-            error_code=self._errcode or None,
-        )
+            _STATUS_OK, b"", server, port, self._user, self._passwd, self._sleep,
+            self._errcode or None,
+        )  # fmt: skip
 
 
 def _text(value: bytes) -> str:
@@ -620,8 +687,16 @@ def _inet6_addr(text: bytes) -> bytes | None:
     return bytes(out) if zero is None else None
 
 
+# An IPv4 address already in canonical text (no empty octet, no leading zero)
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rb"(?:%s\.){3}%s" % (_OCTET, _OCTET))
+
+
+@lru_cache(maxsize=256)  # a handful of backends answer every login
 def parse_addr(text: bytes) -> str | None:
     """``ngx_parse_addr``: an IPv4 or IPv6 literal as nginx reads it, in canonical text."""
+    if _CANONICAL_IPV4.fullmatch(text) is not None and text != b"255.255.255.255":
+        return text.decode("ascii")  # what _inet_addr and IPv4Address would make of it
     v4 = _inet_addr(text)
     if v4 is not None:
         return str(ipaddress.IPv4Address(v4))

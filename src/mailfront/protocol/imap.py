@@ -34,6 +34,7 @@ nginx quirks kept on purpose (each is what nginx 1.29.x answers):
 from __future__ import annotations
 
 import enum
+import re
 from functools import lru_cache
 
 from mailfront.conf.model import (
@@ -88,6 +89,15 @@ class ImapState(enum.IntEnum):
     PASSWD = 8  # password sent, waiting for the tagged OK
 
 
+_START = ImapState.START
+_LOGIN_SENT = ImapState.LOGIN
+_USER_SENT = ImapState.USER
+_PASSWD = ImapState.PASSWD
+_UP_READ = UpNext.READ
+_UP_DONE = UpNext.DONE
+_PLAIN = AuthMethod.PLAIN
+_NEXT_AUTH = Next.AUTH
+
 # s->command
 _LOGIN, _LOGOUT, _CAPABILITY, _NOOP, _STARTTLS, _AUTHENTICATE = range(1, 7)
 _COMMANDS = {
@@ -128,6 +138,16 @@ _TAG_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _MAX_TAG = 32
 # A literal's length may not overflow nginx's size_t counter (1.29.6).
 _MAX_LITERAL = (1 << 63) - 1
+
+# The fast path: one whole, simple LOGIN or AUTHENTICATE PLAIN command (atoms
+# only: no quoted string, no literal) as the whole of a read into an empty
+# window.  Groups: the tag with its space, the command (its start is
+# _cmd_start), LOGIN's user name, the last argument (its start is _arg_start).
+_ATOM = rb'[^ \r\n"{][^ \r\n]*'
+_FAST_COMMAND = re.compile(
+    rb"([A-Za-z0-9._-]{1,32} ) *((?i:login) +(" + _ATOM + rb")|(?i:authenticate) +(?i:plain))"
+    rb" +(" + _ATOM + rb") *\r?\n"
+)
 
 # session phases
 _PHASE_AUTH = 0  # reading commands
@@ -257,6 +277,9 @@ class ImapMachine:
         self.action = ACTION_AUTH
         return IMAP_GREETING
 
+    # False in a test subclass: every command goes through the byte parser
+    _fast = True
+
     def receive(self, data: bytes) -> Next:
         phase = self._phase
         if phase != _PHASE_AUTH:
@@ -265,9 +288,48 @@ class ImapMachine:
             if phase == _PHASE_WAIT and data:
                 self._add_pending(data)  # nginx leaves it in the socket meanwhile
             return Next.READ
+        if (
+            self._buf is None
+            and not self._pending
+            and self._state == _SW_START
+            and not self._quoted
+            and self.mail_state == _START
+            and self._fast
+        ):
+            m = _FAST_COMMAND.fullmatch(data)
+            if m is not None and len(data) <= self.conf.imap_client_buffer:
+                nxt = self._fast_auth(m)
+                if nxt is not None:
+                    return nxt
         if data:
             self._add_pending(data)
         return self._run()
+
+    def _fast_auth(self, m: re.Match[bytes]) -> Next | None:
+        """A whole LOGIN or AUTHENTICATE PLAIN line: what the parser and the
+        handler would do, state for state; None to leave it to them."""
+        if not self.tls and self.conf.starttls == Starttls.ONLY:
+            return None
+        login = m.group(3)
+        arg = m.group(4)
+        if login is None:  # AUTHENTICATE PLAIN <initial response>
+            try:
+                login, passwd = sasl.auth_plain(arg)
+            except sasl.SaslError:
+                return None  # the slow path logs it
+            self._command = _AUTHENTICATE
+        else:
+            passwd = arg
+            self._command = _LOGIN
+        self.tag = m.group(1)
+        self._tag_start = 0
+        self._cmd_start = m.start(2)
+        self._arg_start = m.start(4)
+        self.login = login
+        self.auth = AuthRequest(login, passwd, _PLAIN)
+        self._phase = _PHASE_WAIT
+        self.action = ACTION_HTTP_AUTH
+        return _NEXT_AUTH
 
     def tls_started(self) -> None:
         """The STARTTLS upgrade is done (``ngx_mail_imap_init_protocol`` again)."""
@@ -816,16 +878,26 @@ class ImapUpstream:
         self.to_client: list[bytes] = []
         self.logs: list[tuple[int, str]] = []
         self._buf: bytearray | None = None
-        self._result = UpNext.READ
+        self._result = _UP_READ
 
     def internal_error(self) -> bytes:
         return IMAP_INTERNAL_SERVER_ERROR
 
+    # False in a test subclass: every reply goes through the buffer loop
+    _fast = True
+
     def receive(self, data: bytes) -> UpNext:
-        if self._result != UpNext.READ:
+        if self._result != _UP_READ:
             return self._result
         self.action = ACTION_READING
         size = self.conf.proxy_buffer
+        if self._buf is None and 4 <= len(data) <= size and data[-2:] == b"\r\n" and self._fast:
+            # the common case: one whole reply in one read, no copy
+            rc = self._reply(data, b"")
+            if rc is None:  # an untagged line, the tagged reply to come
+                self._buf = bytearray(data)
+                return _UP_READ
+            return rc
         while data:
             buf = self._buf
             if buf is None:
@@ -843,48 +915,61 @@ class ImapUpstream:
                 line = _cstr(buf[:-1])
                 self.logs.append((ERR, f'upstream sent too long response line: "{line}"'))
                 return self._fail(IMAP_INTERNAL_SERVER_ERROR)
-            p = 0
-            state = self.state
-            if state == ImapState.START:
-                ok = buf[:4] == b"* OK"
-            elif state == ImapState.PASSWD:
-                if buf[:2] == b"* ":
-                    # one untagged line (CAPABILITY) before the tagged reply
-                    p = buf.find(b"\r\n", 2)
-                    p = p + 2 if p >= 0 else len(buf)
-                    if len(buf) - p < 4:
-                        continue
-                tag = self.tag
-                ok = False
-                if buf[p : p + len(tag)] == tag:
-                    p += len(tag)
-                    ok = buf[p : p + 2] == b"OK"
-            else:  # LOGIN, USER: a continuation request
-                ok = buf[0] == 0x2B
-            if not ok:
-                return self._invalid(buf, p)
-            if state == ImapState.START:
-                self.action = ACTION_SEND_LOGIN
-                self.to_upstream.append(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)))
-                self.state = ImapState.LOGIN
-            elif state == ImapState.LOGIN:
-                self.action = ACTION_SEND_USER
-                self.to_upstream.append(b"%s {%d}\r\n" % (self.login, len(self.passwd)))
-                self.state = ImapState.USER
-            elif state == ImapState.USER:
-                self.action = ACTION_SEND_PASS
-                self.to_upstream.append(self.passwd + b"\r\n")
-                self.state = ImapState.PASSWD
-            else:
-                self.to_client.append(bytes(buf) + data)
-                self._buf = None
-                self.action = ""
-                self._result = UpNext.DONE
-                return UpNext.DONE
+            rc = self._reply(buf, data)
+            if rc is None:
+                continue
+            if rc is not _UP_READ:
+                return rc
             self._buf = None
-        return UpNext.READ
+        return _UP_READ
 
-    def _invalid(self, buf: bytearray, p: int) -> UpNext:
+    def _reply(self, buf: bytes | bytearray, rest: bytes) -> UpNext | None:
+        """A reply that ends with CRLF (``rest``: what follows it in this read).
+
+        Sends the next line (``UpNext.READ``), ends the login, or returns None
+        to read more (an untagged line before the tagged reply).
+        """
+        p = 0
+        state = self.state
+        if state == _START:
+            ok = buf[:4] == b"* OK"
+        elif state == _PASSWD:
+            if buf[:2] == b"* ":
+                # one untagged line (CAPABILITY) before the tagged reply
+                p = buf.find(b"\r\n", 2)
+                p = p + 2 if p >= 0 else len(buf)
+                if len(buf) - p < 4:
+                    return None
+            tag = self.tag
+            ok = False
+            if buf[p : p + len(tag)] == tag:
+                p += len(tag)
+                ok = buf[p : p + 2] == b"OK"
+        else:  # LOGIN, USER: a continuation request
+            ok = buf[0] == 0x2B
+        if not ok:
+            return self._invalid(buf, p)
+        if state == _START:
+            self.action = ACTION_SEND_LOGIN
+            self.to_upstream.append(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)))
+            self.state = _LOGIN_SENT
+        elif state == _LOGIN_SENT:
+            self.action = ACTION_SEND_USER
+            self.to_upstream.append(b"%s {%d}\r\n" % (self.login, len(self.passwd)))
+            self.state = _USER_SENT
+        elif state == _USER_SENT:
+            self.action = ACTION_SEND_PASS
+            self.to_upstream.append(self.passwd + b"\r\n")
+            self.state = _PASSWD
+        else:
+            self.to_client.append(bytes(buf) + rest)
+            self._buf = None
+            self.action = ""
+            self._result = _UP_DONE
+            return _UP_DONE
+        return _UP_READ
+
+    def _invalid(self, buf: bytes | bytearray, p: int) -> UpNext:
         """A reply nginx did not expect; ``p`` is where it stopped reading it."""
         if not self.conf.proxy_pass_error_message:
             line = _cstr(buf[p:-2])

@@ -19,6 +19,7 @@ as soon as there is room, which is what ``_fill`` does before each command.
 from __future__ import annotations
 
 import enum
+import re
 from functools import lru_cache
 
 from mailfront.conf.model import (
@@ -101,6 +102,19 @@ _INVALID = 2
 _DONE = 3
 
 _SP, _CR, _LF = 0x20, 0x0D, 0x0A
+
+# The fast path: one whole USER or PASS line as the whole of a read into an
+# empty window.  Spaces inside and after the argument belong to it, as in the
+# parser.  Groups: the command, the argument.
+_FAST_COMMAND = re.compile(rb"([Uu][Ss][Ee][Rr]|[Pp][Aa][Ss][Ss]) +([^ \r\n][^\r\n]*)\r?\n")
+
+_START = Pop3State.START
+_USER_STATE = Pop3State.USER
+_PLAIN = AuthMethod.PLAIN
+_NEXT_READ = Next.READ
+_NEXT_AUTH = Next.AUTH
+_UP_READ = UpNext.READ
+_UP_DONE = UpNext.DONE
 
 # session phases
 _PHASE_AUTH = 0  # reading commands
@@ -226,9 +240,50 @@ class Pop3Machine:
             if phase == _PHASE_WAIT and data:
                 self._pending += data  # nginx leaves it in the socket meanwhile
             return Next.READ
+        if (
+            self._buf is None
+            and not self._pending
+            and self._state == _SW_START
+            and len(data) <= POP3_BUFFER_SIZE
+            and self._fast
+        ):
+            m = _FAST_COMMAND.fullmatch(data)
+            if m is not None:
+                nxt = self._fast_command(m)
+                if nxt is not None:
+                    return nxt
         if data:
             self._pending = self._pending + data if self._pending else data
         return self._run()
+
+    # False in a test subclass: every command goes through the byte parser
+    _fast = True
+
+    def _fast_command(self, m: re.Match[bytes]) -> Next | None:
+        """A whole USER or PASS line: what the parser and the handler would
+        do, state for state; None to leave it to them."""
+        arg = m.group(2)
+        if m.group(1).upper() == b"USER":
+            if self.mail_state != _START or (not self.tls and self.conf.starttls == Starttls.ONLY):
+                return None
+            self._command = _USER
+            self._cmd_start = 0
+            self._arg_start = m.start(2)
+            self._reply = POP3_OK
+            self.login = arg
+            self.mail_state = _USER_STATE
+            self.out.append(POP3_OK)
+            return _NEXT_READ
+        if self.mail_state != _USER_STATE:
+            return None
+        self._command = _PASS
+        self._cmd_start = 0
+        self._arg_start = m.start(2)
+        self._reply = POP3_OK
+        self.auth = AuthRequest(self.login, arg, _PLAIN)
+        self._phase = _PHASE_WAIT
+        self.action = ACTION_HTTP_AUTH
+        return _NEXT_AUTH
 
     def tls_started(self) -> None:
         """The STLS upgrade is done (``ngx_mail_pop3_init_protocol`` again)."""
@@ -663,16 +718,21 @@ class Pop3Upstream:
         self.to_client: list[bytes] = []
         self.logs: list[tuple[int, str]] = []
         self._buf: bytearray | None = None
-        self._result = UpNext.READ
+        self._result = _UP_READ
 
     def internal_error(self) -> bytes:
         return POP3_INTERNAL_SERVER_ERROR
 
+    # False in a test subclass: every reply goes through the buffer loop
+    _fast = True
+
     def receive(self, data: bytes) -> UpNext:
-        if self._result != UpNext.READ:
+        if self._result != _UP_READ:
             return self._result
         self.action = ACTION_READING
         size = self.conf.proxy_buffer
+        if self._buf is None and 4 <= len(data) <= size and data[-2:] == b"\r\n" and self._fast:
+            return self._reply(data, b"")  # one whole reply in one read, no copy
         while data:
             buf = self._buf
             if buf is None:
@@ -690,26 +750,34 @@ class Pop3Upstream:
                 line = bytes(buf[:-1]).split(b"\0", 1)[0]
                 self.logs.append((ERR, f'upstream sent too long response line: "{_text(line)}"'))
                 return self._fail(POP3_INTERNAL_SERVER_ERROR)
-            if buf[:3] != b"+OK":
-                return self._invalid(buf)
-            if self.state == Pop3State.START:
-                self.action = ACTION_SEND_USER
-                self.to_upstream.append(b"USER " + self.login + b"\r\n")
-                self.state = Pop3State.USER
-            elif self.state == Pop3State.USER:
-                self.action = ACTION_SEND_PASS
-                self.to_upstream.append(b"PASS " + self.passwd + b"\r\n")
-                self.state = Pop3State.PASSWD
-            else:
-                self.to_client.append(bytes(buf) + data)
-                self._buf = None
-                self.action = ""
-                self._result = UpNext.DONE
-                return UpNext.DONE
+            rc = self._reply(buf, data)
+            if rc is not _UP_READ:
+                return rc
             self._buf = None
-        return UpNext.READ
+        return _UP_READ
 
-    def _invalid(self, buf: bytearray) -> UpNext:
+    def _reply(self, buf: bytes | bytearray, rest: bytes) -> UpNext:
+        """A reply that ends with CRLF (``rest``: what follows it in this read)."""
+        if buf[:3] != b"+OK":
+            return self._invalid(buf)
+        state = self.state
+        if state == _START:
+            self.action = ACTION_SEND_USER
+            self.to_upstream.append(b"USER " + self.login + b"\r\n")
+            self.state = _USER_STATE
+        elif state == _USER_STATE:
+            self.action = ACTION_SEND_PASS
+            self.to_upstream.append(b"PASS " + self.passwd + b"\r\n")
+            self.state = Pop3State.PASSWD
+        else:
+            self.to_client.append(bytes(buf) + rest)
+            self._buf = None
+            self.action = ""
+            self._result = _UP_DONE
+            return _UP_DONE
+        return _UP_READ
+
+    def _invalid(self, buf: bytes | bytearray) -> UpNext:
         if not self.conf.proxy_pass_error_message:
             line = bytes(buf[:-2]).split(b"\0", 1)[0]
             self.logs.append((ERR, f'upstream sent invalid response: "{_text(line)}"'))

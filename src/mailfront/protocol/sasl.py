@@ -24,6 +24,11 @@ class SaslError(Exception):
 
 def decode_base64(src: bytes) -> bytes | None:
     """``ngx_decode_base64``: the decoded bytes, or None when invalid."""
+    try:
+        # canonical, padded base64 (the usual case) decodes the same either way
+        return binascii.a2b_base64(src, strict_mode=True)
+    except binascii.Error:
+        pass
     end = src.find(b"=")
     if end >= 0:
         src = src[:end]
@@ -42,6 +47,9 @@ def auth_plain(arg: bytes) -> tuple[bytes, bytes]:
     plain = decode_base64(arg)
     if plain is None:
         raise SaslError("client sent invalid base64 encoding in AUTH PLAIN command")
+    parts = plain.split(b"\0", 2)
+    if len(parts) == 3:  # authzid, login, password (which may hold NULs)
+        return parts[1], parts[2]
     first = plain.find(b"\0")
     if first < 0 or first == len(plain) - 1:
         raise SaslError("client sent invalid login in AUTH PLAIN command")
