@@ -31,13 +31,16 @@ class ServerRuntime:
         "by_addr",
         "client_buffer",
         "conf",
+        "listen_ssl",
         "log",
         "loop",
         "machine_cls",
         "make_upstream",
         "needs_salt",
         "protocol_name",
+        "resolver",
         "sessions",
+        "ssl_ctx",
     )
 
     def __init__(
@@ -57,6 +60,14 @@ class ServerRuntime:
         self.sessions = sessions
         self.protocol_name = conf.protocol.value
         self.by_addr: dict[str, ServerRuntime] | None = None
+        self.listen_ssl = False  # the listen socket of this runtime has "ssl"
+        self.ssl_ctx: Any = None  # ssl.SSLContext for "listen ... ssl" and STARTTLS
+        # SMTP with "resolver": resolver.resolve_client_host, run before the greeting
+        self.resolver: Any = None
+        if conf.protocol is Protocol.SMTP and conf.resolver is not None:
+            from mailfront.server.resolver import resolve_client_host
+
+            self.resolver = resolve_client_host
         self.machine_cls, self.make_upstream = protocol_classes(conf.protocol)
         self.needs_salt = bool(self.machine_cls.needs_salt(conf))
         if conf.protocol is Protocol.IMAP:
@@ -86,7 +97,7 @@ def protocol_classes(protocol: Protocol) -> tuple[Any, Any]:
     from mailfront.protocol import smtp
 
     def smtp_upstream(conf: ServerConf, m: Any, login: bytes, passwd: bytes, s: Any) -> Any:
-        return smtp.SmtpUpstream(conf, m, login, passwd, s.client, b"[UNAVAILABLE]")
+        return smtp.SmtpUpstream(conf, m, login, passwd, s.client, s.client_host)
 
     return smtp.SmtpMachine, smtp_upstream
 

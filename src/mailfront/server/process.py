@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import os
 import resource
 import signal
@@ -89,6 +90,7 @@ class Worker:
         plan = plan_listeners(config)
         auth_cache: dict[Any, AuthBackend] = {}
         server_logs: dict[Any, Log] = {}
+        ssl_cache: dict[int, Any] = {}
         for key, (_ls, pairs) in plan.items():
             listener = self.listeners[key]
             runtimes: dict[str, ServerRuntime] = {}
@@ -108,6 +110,14 @@ class Worker:
                     self.loop,
                     self.sessions,
                 )
+                rt.listen_ssl = ls.ssl
+                if ls.ssl or srvconf.starttls:
+                    if id(srvconf) not in ssl_cache:
+                        tls = importlib.import_module("mailfront.server.tls")
+                        ssl_cache[id(srvconf)] = tls.make_server_context(
+                            srvconf, srvconf.protocol.value
+                        )
+                    rt.ssl_ctx = ssl_cache[id(srvconf)]
                 if ls.wildcard or ls is listener.listen:
                     default = rt
                 else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib
 import itertools
 import os
 import random
@@ -54,6 +55,7 @@ class Session(asyncio.Protocol):
         "active",
         "attempt",
         "client",
+        "client_host",
         "client_port_text",
         "closed",
         "conn",
@@ -64,6 +66,7 @@ class Session(asyncio.Protocol):
         "machine",
         "pipes",
         "srv",
+        "starttls",
         "task",
         "timer",
         "transport",
@@ -89,6 +92,8 @@ class Session(asyncio.Protocol):
         self.action: str | None = "sending client greeting line"
         self.upstream_text = ""
         self.client = ""
+        self.client_host = b"[UNAVAILABLE]"  # SMTP's Client-Host / XCLIENT NAME
+        self.starttls = False
         self.client_port_text = ""
         self.conn = 0
         self.last = 0.0
@@ -106,6 +111,8 @@ class Session(asyncio.Protocol):
             parts.append(self.action)
         parts.append(", client: ")
         parts.append(self.client)
+        if self.starttls:
+            parts.append(" using starttls")
         parts.append(", server: ")
         parts.append(self.srv.addr_text)
         if self.login:
@@ -144,10 +151,66 @@ class Session(asyncio.Protocol):
         salt = b""
         if srv.needs_salt:
             salt = sasl.make_salt(random.getrandbits(31), int(time.time()), conf.server_name)
-        self.machine = srv.machine_cls(conf, salt)
-        loop = srv.loop
+        self.machine = srv.machine_cls(conf, salt, srv.listen_ssl)
+        if srv.listen_ssl or srv.resolver is not None:
+            self.task = srv.loop.create_task(self._prelude())
+            return
+        self._before_greeting()
+
+    async def _prelude(self) -> None:
+        """What comes before the greeting: the TLS handshake, the client's name (SMTP)."""
+        srv = self.srv
+        if srv.listen_ssl:
+            self.action = "SSL handshaking"
+            if not await self._handshake():
+                return
+        if srv.resolver is not None:
+            self.action = "in resolving client address"
+            resolved = await srv.resolver(srv.conf, self.client)
+            self.client_host = resolved.host
+            for level, action, msg in resolved.logs:
+                self.action = action
+                self.log(level, msg)
+        self.task = None
+        self._before_greeting()
+
+    async def _handshake(self) -> bool:
+        """TLS on the client connection (implicit TLS or STARTTLS); False if it failed."""
+        srv = self.srv
+        assert self.transport is not None and srv.ssl_ctx is not None
+        try:
+            tls = await srv.loop.start_tls(
+                self.transport,
+                self,
+                srv.ssl_ctx,
+                server_side=True,
+                ssl_handshake_timeout=srv.conf.timeout,
+            )
+        except (OSError, TimeoutError, ConnectionError) as e:
+            if not self.closed:
+                self.log(INFO, f"SSL handshake failed: {e}")
+                self.close()
+            return False
+        if tls is None:  # the connection went away during the handshake
+            self.close()
+            return False
+        self.transport = tls
+        return True
+
+    async def _starttls(self) -> None:
+        self.starttls = True
+        self.action = "in starttls state"
+        if not await self._handshake():
+            return
+        self.task = None
+        self.machine.tls_started()
+        self.action = self.machine.action
+
+    def _before_greeting(self) -> None:
+        conf = self.srv.conf
         if conf.protocol is Protocol.SMTP and conf.smtp_greeting_delay > 0:
-            self.timer = loop.call_later(conf.smtp_greeting_delay, self._greet)
+            self.action = "sending client greeting line"
+            self.timer = self.srv.loop.call_later(conf.smtp_greeting_delay, self._greet)
             return
         self._greet()
 
@@ -212,8 +275,8 @@ class Session(asyncio.Protocol):
         if nxt is Next.CLOSE:
             self.close()
             return
-        # Next.STARTTLS: comes with TLS support; the configuration refuses it for now
-        self.close()
+        # Next.STARTTLS: the machine has dropped what was pipelined (CVE-2014-3556)
+        self.task = self.srv.loop.create_task(self._starttls())
 
     def eof_received(self) -> bool | None:
         return None
@@ -249,9 +312,16 @@ class Session(asyncio.Protocol):
     # -- the login: auth service, then backend connect ----------------------
 
     def _session_info(self) -> SessionInfo:
-        info = SessionInfo(self.srv.protocol_name, self.client)
-        if self.srv.conf.protocol is Protocol.SMTP:
-            info.client_host = b"[UNAVAILABLE]"
+        srv = self.srv
+        info = SessionInfo(srv.protocol_name, self.client)
+        if srv.conf.protocol is Protocol.SMTP:
+            info.client_host = self.client_host
+        if srv.ssl_ctx is not None and self.transport is not None:
+            sslobj = self.transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                info.ssl = importlib.import_module("mailfront.server.tls").ssl_info(
+                    sslobj, srv.conf
+                )
         return info
 
     async def _login(self) -> None:
