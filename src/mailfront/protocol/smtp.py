@@ -607,7 +607,8 @@ class SmtpMachine:
     def _command(self, line: bytes, buf: bytes | bytearray) -> int:
         """One command line; ``buf`` is the whole buffer (for a rejection's log line)."""
         state = self.mail_state
-        parsed = parse_command(line, state is not _ST_START)
+        parse = parse_command if self._fast else parse_command_slow
+        parsed = parse(line, state is not _ST_START)
         if parsed is None:
             self.errors += 1
             if self.errors >= self.conf.max_errors:
