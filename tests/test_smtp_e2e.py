@@ -38,12 +38,6 @@ PASS = DEMO_USERS["alice"]
 NAME = "mail.test"  # mailfront's server_name
 GREETING = b"220 mail.test ESMTP ready\r\n"
 
-RESOLVER_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="the session does not call server.resolver.resolve_client_host yet "
-    "(Client-Host and XCLIENT NAME are always [UNAVAILABLE])",
-)
-
 
 class Router:
     """The auth service's behaviour, switchable per test."""
@@ -624,3 +618,234 @@ def test_mx_style_pipelining(env: Env) -> None:
     assert read_reply(s).startswith(b"221 ")
     delivered(env, "bob", subj)
     delivered(env, "alice", subj)
+
+
+# -- greeting delay --------------------------------------------------------------------------
+
+
+def test_greeting_delay(env: Env) -> None:
+    s = connect(env.port("delay"))
+    start = time.monotonic()
+    assert read_reply(s) == GREETING
+    assert time.monotonic() - start >= 0.9
+    s.sendall(b"EHLO client.test\r\n")
+    assert read_reply(s).startswith(b"250-mail.test\r\n")
+    s.sendall(b"QUIT\r\n")
+    assert read_reply(s) == b"221 2.0.0 Bye\r\n"
+
+
+def test_talking_before_the_delayed_greeting(env: Env) -> None:
+    s = connect(env.port("delay"))
+    s.sendall(b"EHLO eager.test\r\nMAIL FROM:<x@example.org>\r\n")
+    assert read_all(s) == b"503 5.5.0 Improper use of SMTP command pipelining\r\n"
+    env.mf.wait_log('client was rejected before greeting: "EHLO eager.test')
+
+
+def test_swaks_waits_for_the_delayed_greeting(env: Env) -> None:
+    swaks = tool("swaks")
+    subj = subject("delay-swaks")
+    out = subprocess.run(
+        [swaks, "--server", f"127.0.0.1:{env.port('delay')}", "--local-interface", CLIENT_IP,
+         "--from", "alice@example.com", "--to", "bob@example.com", "--auth", "LOGIN",
+         "--auth-user", "alice", "--auth-password", PASS, "--header", f"Subject: {subj}",
+         "--timeout", "20"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    delivered(env, "bob", subj)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_commands_before_login(env: Env) -> None:
+    s = connect(env.port("submit"))
+    assert read_reply(s) == GREETING
+    for command, reply in [
+        (b"HELO", b"501 5.5.4 Invalid argument\r\n"),
+        (b"HELO a b", b"501 5.5.4 Invalid argument\r\n"),
+        (b"HELO client.test", b"250 mail.test\r\n"),
+        (b"NOOP", b"250 2.0.0 OK\r\n"),
+        (b"RSET", b"250 2.0.0 OK\r\n"),
+        (b"MAIL FROM:<alice@example.com>", b"530 5.7.1 Authentication required\r\n"),
+        (b"RCPT TO:<bob@example.com>", b"503 5.5.1 Bad sequence of commands\r\n"),
+        (b"AUTH", b"501 5.5.4 Invalid argument\r\n"),
+        (b"VRFY alice", b"500 5.5.1 Invalid command\r\n"),
+        (b"STARTTLS", b"500 5.5.1 Invalid command\r\n"),
+        (b"AUTH PLAIN", b"334 \r\n"),
+        (b"*", b"500 5.5.1 Invalid command\r\n"),
+        (b"AUTH LOGIN", b"334 VXNlcm5hbWU6\r\n"),
+        (base64.b64encode(b"alice"), b"334 UGFzc3dvcmQ6\r\n"),
+    ]:
+        s.sendall(command + b"\r\n")
+        assert read_reply(s) == reply, command
+    s.sendall(b"*\r\n")  # no cancel in nginx: invalid base64
+    assert read_reply(s) == b"500 5.5.1 Invalid command\r\n"
+    s.sendall(b"QUIT\r\n")
+    assert read_reply(s) == b"221 2.0.0 Bye\r\n"
+    assert s.recv(10) == b""
+    log = env.mf.wait_log('client was rejected: "MAIL FROM:<alice@example.com>__"')
+    assert "client sent invalid base64 encoding in AUTH PLAIN command" in log
+
+
+@pytest.mark.parametrize(("code", "line"), [("", b"535 5.7.0"), ("535 5.7.8", b"535 5.7.8")])
+def test_bad_password_closes(env: Env, code: str, line: bytes) -> None:
+    env.router.error_code = code
+    s = connect(env.port("submit"))
+    read_reply(s)
+    s.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n")
+    assert read_all(s) == line + b" Invalid login or password\r\n"
+    env.mf.wait_log('client login failed: "Invalid login or password" while in http auth state')
+
+
+def test_bad_password_with_auth_wait_allows_a_retry(env: Env) -> None:
+    env.router.wait = 1
+    n = len(env.auth.requests)
+    with smtp(env) as s:
+        s.ehlo("client.test")
+        s.user, s.password = "alice", "wrong"
+        start = time.monotonic()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.auth("PLAIN", s.auth_plain)
+        assert time.monotonic() - start >= 0.9
+        assert (e.value.smtp_code, e.value.smtp_error) == (535, b"5.7.0 Invalid login or password")
+        s.password = PASS
+        assert s.auth("LOGIN", s.auth_login) == (235, b"2.0.0 OK")
+        subj = subject("retry")
+        s.sendmail("alice@example.com", ["bob@example.com"], message(subj))
+    assert b"Auth-Login-Attempt: 2\r\n" in auth_request(env, n + 1)
+    delivered(env, "bob", subj)
+
+
+def test_swaks_and_curl_see_the_refusal(env: Env, tmp_path: Path) -> None:
+    swaks, curl = tool("swaks"), tool("curl")
+    out = subprocess.run(
+        [swaks, "--server", f"127.0.0.1:{env.port('submit')}", "--local-interface", CLIENT_IP,
+         "--from", "alice@example.com", "--to", "bob@example.com", "--auth", "PLAIN",
+         "--auth-user", "alice", "--auth-password", "wrong", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "<** 535 5.7.0 Invalid login or password" in out.stdout
+    out = subprocess.run(
+        [curl, "-sS", "--max-time", "20", f"smtp://127.0.0.1:{env.port('submit')}",
+         "--interface", CLIENT_IP, "-u", "alice:wrong", "--mail-from", "alice@example.com",
+         "--mail-rcpt", "bob@example.com", "--upload-file",
+         str(write_message(tmp_path, "never"))],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 67, out.stderr  # CURLE_LOGIN_DENIED
+
+
+def test_max_errors_and_too_long_command(env: Env) -> None:
+    s = connect(env.port("short"))
+    read_reply(s)
+    s.sendall(b"DATA\r\nFOO\r\n")
+    assert read_all(s) == b"500 5.5.1 Invalid command\r\n" * 2
+    env.mf.wait_log("client sent too many invalid commands")
+    s = connect(env.port("short"))
+    read_reply(s)
+    s.sendall(b"HELO " + b"x" * 100 + b"\r\n")
+    assert read_all(s) == b"500 5.5.1 Invalid command\r\n"
+    env.mf.wait_log("client sent too long command")
+
+
+def test_client_timeout(env: Env) -> None:
+    s = connect(env.port("short"))
+    assert read_reply(s) == GREETING
+    s.sendall(b"NOOP\r\n")
+    assert read_reply(s) == b"250 2.0.0 OK\r\n"
+    start = time.monotonic()
+    assert read_all(s) == b""
+    assert time.monotonic() - start < 5
+    env.mf.wait_log("client timed out")
+
+
+def _login_failure(env: Env, port_name: str = "submit") -> bytes:
+    s = connect(env.port(port_name))
+    read_reply(s)
+    s.sendall(b"EHLO client.test\r\n")
+    read_reply(s)
+    s.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASS.encode()) + b"\r\n")
+    return read_all(s)
+
+
+def test_auth_service_errors(env: Env) -> None:
+    env.router.mode = "garbage"
+    assert _login_failure(env) == b"451 4.3.2 Internal server error\r\n"
+    env.mf.wait_log("sent invalid header in response")
+    assert _login_failure(env, "hang") == b"451 4.3.2 Internal server error\r\n"
+    env.mf.wait_log("timed out (110: Connection timed out) while in http auth state")
+
+
+def test_backend_refuses_the_connection(env: Env) -> None:
+    env.router.port = free_port()
+    assert _login_failure(env) == b"451 4.3.2 Internal server error\r\n"
+    env.mf.wait_log("connect() failed (111: Connection refused) while connecting to upstream")
+
+
+def test_backend_error_greeting(env: Env) -> None:
+    env.router.port = env.port("garbage_backend")
+    assert _login_failure(env) == b"451 4.3.2 Internal server error\r\n"
+    env.mf.wait_log('upstream sent invalid response: "554 5.3.2 go away"')
+
+
+def test_backend_error_passed_to_the_client(env: Env) -> None:
+    """proxy_pass_error_message on: the backend's own error line reaches the client."""
+    env.router.port = env.port("garbage_backend")
+    assert _login_failure(env, "passerr") == b"554 5.3.2 go away\r\n"
+
+
+def test_the_proxy_keeps_serving(env: Env) -> None:
+    for mode in ("garbage", "ok"):
+        env.router.mode = mode
+        _login_failure(env)
+    with smtp(env) as s:
+        s.login("alice", PASS)
+        assert s.noop()[0] == 250
+
+
+def test_client_that_vanishes_mid_login(env: Env) -> None:
+    for _ in range(5):
+        s = connect(env.port("submit"))
+        read_reply(s)
+        s.sendall(b"AUTH LOGIN\r\n")
+        s.close()
+    with smtp(env) as s:
+        s.login("alice", PASS)
+        assert s.noop()[0] == 250
+
+
+# -- the resolver ----------------------------------------------------------------------------
+
+
+def test_resolver_names_the_client(env: Env) -> None:
+    n = len(env.auth.requests)
+    subj = subject("resolved")
+    with smtp(env, "resolver") as s:
+        s.ehlo("client.test")
+        s.login("alice", PASS)
+        s.sendmail("alice@example.com", ["bob@example.com"], message(subj))
+    assert b"Client-IP: 127.0.0.5\r\nClient-Host: client.example.net\r\n" in auth_request(env, n)
+    qid = queue_id_of(env, subj)
+    env.postfix.wait_log(f"{qid}: client=client.example.net[127.0.0.5]")
+
+
+def test_resolver_refuses_an_injected_ptr_name(env: Env) -> None:
+    """CVE-2026-28753: the PTR name holds CRLF; neither auth_http nor XCLIENT may see it."""
+    n = len(env.auth.requests)
+    subj = subject("cve-2026-28753")
+    with smtplib.SMTP(
+        "127.0.0.1", env.port("resolver"), timeout=20, source_address=("127.0.0.6", 0)
+    ) as s:
+        s.ehlo("client.test")
+        s.login("alice", PASS)
+        s.sendmail("alice@example.com", ["bob@example.com"], message(subj))
+    req = auth_request(env, n)
+    assert b"Client-IP: 127.0.0.6\r\nClient-Host: [TEMPUNAVAIL]\r\n" in req
+    assert b"evil" not in req
+    qid = queue_id_of(env, subj)
+    log = env.postfix.wait_log(f"{qid}: client=unknown[127.0.0.6]")
+    assert "evil" not in log
+    env.mf.wait_log('127.0.0.6 resolved to invalid host name "evil\\r\\nAuth-Status: OK.example"'
+                    " while in resolving client address")  # fmt: skip
