@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import re
 import shutil
 import smtplib
 import socket
@@ -849,3 +850,27 @@ def test_resolver_refuses_an_injected_ptr_name(env: Env) -> None:
     assert "evil" not in log
     env.mf.wait_log('127.0.0.6 resolved to invalid host name "evil\\r\\nAuth-Status: OK.example"'
                     " while in resolving client address")  # fmt: skip
+
+
+# -- the README's examples -------------------------------------------------------------------
+
+
+def test_readme_smtp_examples(env: Env) -> None:
+    """The README's swaks and curl lines, run as written against mailfront (port 10587
+    replaced by this test's, the subjects made unique)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## SMTP submission", 1)[1].split("\n## ", 1)[0]
+    lines = re.findall(r"^(?:swaks|printf) .*$", section, re.M)
+    assert len(lines) == 2
+    tool("swaks"), tool("curl")
+    for line in lines:
+        tag = subject("readme")
+        command = line.replace("10587", str(env.port("submit"))).replace("hello from", tag)
+        assert command.count(tag) == 1 and str(env.port("submit")) in command
+        out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        got = delivered(env, "bob", tag)
+        qid = queue_id_of(env, tag)
+        env.postfix.wait_log(f"{qid}: client=unknown[127.0.0.1], sasl_method=XCLIENT, "
+                             "sasl_username=alice")  # fmt: skip
+        assert f"Subject: {tag}".encode() in got
