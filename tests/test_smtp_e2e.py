@@ -29,7 +29,6 @@ import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS
 from mailfront.devtools.postfix import Postfix
-from mailfront.server import resolver
 from support.authserver import AuthServer
 from support.dnsserver import DnsServer
 from support.proxy import Mailfront, free_port
@@ -193,7 +192,6 @@ _open: list[socket.socket] = []
 @pytest.fixture(autouse=True)
 def _reset(env: Env) -> Iterator[None]:
     env.router.reset()
-    resolver.clear_cache()
     yield
     while _open:
         _open.pop().close()
@@ -862,7 +860,8 @@ def test_readme_smtp_examples(env: Env) -> None:
     section = text.split("## SMTP submission", 1)[1].split("\n## ", 1)[0]
     lines = re.findall(r"^(?:swaks|printf) .*$", section, re.M)
     assert len(lines) == 2
-    tool("swaks"), tool("curl")
+    tool("swaks")
+    tool("curl")
     for line in lines:
         tag = subject("readme")
         command = line.replace("10587", str(env.port("submit"))).replace("hello from", tag)
