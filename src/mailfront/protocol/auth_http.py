@@ -44,6 +44,13 @@ parser raises ``AuthHttpTooLarge`` (an ``AuthHttpError``) with a mailfront
 text for it.  An auth server that closes before the header block is complete
 is treated the same way by nginx (internal error, no log line); that is the
 caller's business (``feed()`` has returned False so far).
+
+Fast paths: a whole header block (CRLF line ends, a status line) in the first
+``feed()`` is checked with one regex and its ``Auth-*`` lines read with
+another, with the state machines' exact results (``_fast = False`` in a
+subclass forces the state machines); the constant parts of a request are
+built once per configuration object; a canonical IPv4 Auth-Server needs no
+parsing.
 """
 
 from __future__ import annotations
@@ -302,8 +309,10 @@ _HEADER_LINE = re.compile(rb"([A-Za-z0-9][A-Za-z0-9-]*)(?::[ ]*([^\r\n]*?)[ ]*)?
 # header lines as the state machines accept them, the empty line.  Then the
 # Auth-* lines of such a block: the name, and the value after its leading
 # spaces (its trailing spaces are stripped by the caller).
-_WHOLE_BLOCK = re.compile(rb"HTTP/[^\r\n]*\r\n(?:[A-Za-z0-9][A-Za-z0-9-]*(?::[^\r\n]*)?\r\n)*\r\n")
-_AUTH_LINE = re.compile(rb"\n([Aa][Uu][Tt][Hh]-[A-Za-z0-9-]*)(?::[ ]*([^\r\n]*))?\r")
+_WHOLE_BLOCK = re.compile(
+    rb"HTTP/[^\r\n]*+\r\n(?:[A-Za-z0-9][A-Za-z0-9-]*+(?::[^\r\n]*+)?+\r\n)*+\r\n"
+)
+_AUTH_LINE = re.compile(rb"\n([Aa][Uu][Tt][Hh]-[A-Za-z0-9-]*+)(?::[ ]*+([^\r\n]*+))?+\r")
 
 
 def _is_alnum(c: int) -> bool:
@@ -692,9 +701,13 @@ _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = re.compile(rb"(?:%s\.){3}%s" % (_OCTET, _OCTET))
 
 
-@lru_cache(maxsize=256)  # a handful of backends answer every login
 def parse_addr(text: bytes) -> str | None:
     """``ngx_parse_addr``: an IPv4 or IPv6 literal as nginx reads it, in canonical text."""
+    return _parse_addr(bytes(text))
+
+
+@lru_cache(maxsize=256)  # a handful of backends answer every login
+def _parse_addr(text: bytes) -> str | None:
     if _CANONICAL_IPV4.fullmatch(text) is not None and text != b"255.255.255.255":
         return text.decode("ascii")  # what _inet_addr and IPv4Address would make of it
     v4 = _inet_addr(text)

@@ -29,6 +29,12 @@ nginx quirks kept on purpose (each is what nginx 1.29.x answers):
   skip the non-synchronising literal it announces);
 - after a failed login and Auth-Wait, the failed command's tag is still the
   tag of a following command that is invalid before its own tag ends.
+
+Fast paths (the per-login common case, same state slot for slot, checked by
+``tests/test_protocol_fast_paths.py``): a read that is exactly one simple
+``LOGIN`` or ``AUTHENTICATE PLAIN <response>`` line into an empty window is
+matched with one regex; a backend reply that arrives whole is handled without
+a copy.  Anything else goes through the byte parser and the buffer loop.
 """
 
 from __future__ import annotations

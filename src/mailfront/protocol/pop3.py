@@ -14,6 +14,11 @@ that window exactly (``_buf``, at most ``POP3_BUFFER_SIZE`` bytes, ``None``
 when empty) and holds the bytes of a chunk that did not fit yet in
 ``_pending``: nginx leaves them in the socket and reads them into the window
 as soon as there is room, which is what ``_fill`` does before each command.
+
+Fast paths (same state slot for slot, checked by
+``tests/test_protocol_fast_paths.py``): a read that is exactly one ``USER`` or
+``PASS`` line into an empty window skips the byte parser; a backend reply that
+arrives whole is handled without a copy.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ on how the input arrived.
 Log lines are ``(level, text)``; bytes a client or backend sent are decoded
 as UTF-8 with ``backslashreplace`` (nginx writes them raw), as the IMAP and
 POP3 machines do.
+
+Fast paths (same state slot for slot, checked by
+``tests/test_protocol_fast_paths.py``): a read that is exactly one command line
+into an empty buffer is handled without the buffer copies; ``parse_command``
+splits a line with no stray CR on spaces (``parse_command_slow`` is nginx's
+byte parser); a backend reply that arrives whole is handled without a copy.
 """
 
 from __future__ import annotations
@@ -591,16 +597,14 @@ class SmtpMachine:
             self._pos = 0
         method = self.auth_method
         none = method is _AM_NONE
-        # "none" sends empty credentials (CVE-2025-53859), whatever an AUTH left behind
-        self.auth = AuthRequest(
-            b"" if none else self.login,
-            b"" if none else self.passwd,
-            method,
-            salt=self.salt if method is _AM_CRAM_MD5 else b"",
-            helo=self.smtp_helo if none else b"",
-            smtp_from=self.smtp_from if none else b"",
-            smtp_to=self.smtp_to if none else b"",
-        )
+        salt = self.salt if method is _AM_CRAM_MD5 else b""
+        if none:
+            # empty credentials (CVE-2025-53859), whatever an AUTH left behind
+            self.auth = AuthRequest(
+                b"", b"", method, salt, self.smtp_helo, self.smtp_from, self.smtp_to
+            )
+        else:
+            self.auth = AuthRequest(self.login, self.passwd, method, salt)
         self._waiting = True
         self.action = ACTION_HTTP_AUTH
 
