@@ -52,12 +52,15 @@ class Router:
         self.error_code = ""
         self.backend_pass: str | None = None  # Auth-Pass to return, if any
         self.port: int | None = None  # another backend port
+        self.user: str | None = None  # Auth-User to return, if any
 
     def _ok(self, extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
         port = self.port if self.port is not None else self.backend_port
         out = [("Auth-Status", "OK"), ("Auth-Server", "127.0.0.1"), ("Auth-Port", str(port))]
         if self.backend_pass is not None:
             out.append(("Auth-Pass", self.backend_pass))
+        if self.user is not None:
+            out.append(("Auth-User", self.user))
         return out + (extra or [])
 
     def _fail(self) -> list[tuple[str, str]]:
@@ -462,6 +465,39 @@ def test_pipelined_submission(env: Env) -> None:
     assert read_reply(s).startswith(b"250 2.0.0 Ok: queued")
     assert read_reply(s).startswith(b"221 ")
     delivered(env, "bob", subj)
+
+
+def test_xclient_login_is_xtext(env: Env) -> None:
+    """Auth-User replaces the login; XCLIENT LOGIN= carries it xtext-encoded (1.29.2)."""
+    env.router.user = "a+b=c d"
+    subj = subject("xtext")
+    with smtp(env) as s:
+        s.login("alice", PASS)
+        s.sendmail("alice@example.com", ["bob@example.com"], message(subj))
+    qid = queue_id_of(env, subj)
+    env.postfix.wait_log(f"{qid}: client=unknown[127.0.0.5], sasl_method=XCLIENT, "
+                         "sasl_username=a+b=c d")  # fmt: skip
+    env.mf.wait_log('client logged in, client: 127.0.0.5, server: 127.0.0.1:'
+                    f'{env.port("submit")}, login: "a+b=c d"')  # fmt: skip
+
+
+def test_helo_client(env: Env) -> None:
+    """A client that said HELO: XCLIENT, then its HELO replayed (Postfix: SMTP, not ESMTP)."""
+    subj = subject("helo")
+    s = connect(env.port("submit"))
+    read_reply(s)
+    s.sendall(b"HELO old.test\r\n")
+    assert read_reply(s) == b"250 mail.test\r\n"
+    s.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASS.encode()) + b"\r\n")
+    assert read_reply(s) == b"235 2.0.0 OK\r\n"
+    for line in (b"MAIL FROM:<alice@example.com>", b"RCPT TO:<bob@example.com>", b"DATA"):
+        s.sendall(line + b"\r\n")
+        assert read_reply(s)[:1] in b"23", line
+    s.sendall(message(subj) + b".\r\n")
+    assert read_reply(s).startswith(b"250 ")
+    got = delivered(env, "bob", subj)
+    assert b"Received: from old.test (unknown [127.0.0.5])" in got
+    assert b"by postfix.test (Postfix) with SMTP id " in got  # HELO: no ESMTP
 
 
 # -- proxy_smtp_auth ---------------------------------------------------------------------------
