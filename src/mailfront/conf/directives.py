@@ -67,13 +67,13 @@ EV = Ctx.EVENTS
 # Directives accepted only with these values for now (compared case-insensitively);
 # any other value is refused as "not supported yet".  Delete an entry to enable it.
 SUPPORTED_VALUES_ONLY: dict[str, frozenset[str]] = {
-    "starttls": frozenset({"off"}),
     "proxy_protocol": frozenset({"off"}),
-    "auth_http_pass_client_cert": frozenset({"off"}),
+    # OpenSSL 3.0 and the stdlib have no certificate compression
+    "ssl_certificate_compression": frozenset({"off"}),
 }
 
 # listen parameters refused as "not supported yet".  Delete one to enable it.
-UNSUPPORTED_LISTEN_PARAMS: frozenset[str] = frozenset({"ssl", "proxy_protocol", "multipath"})
+UNSUPPORTED_LISTEN_PARAMS: frozenset[str] = frozenset({"proxy_protocol", "multipath"})
 
 IMAP_AUTH = {
     "plain": AUTH_PLAIN_ENABLED,
@@ -249,40 +249,42 @@ TABLE: tuple[Directive, ...] = (
     # --- ngx_mail_ssl_module ----------------------------------------------------
     _row("starttls", MS, TAKE1, h.starttls, "mail_ssl", "on | off | only", "off"),
     _row("ssl_certificate", MS, TAKE1, str_array("ssl_certificate"), "mail_ssl", "file",
-         supported=False),
+         note="May repeat, for RSA and ECDSA keys. Relative to the folder of the main "
+         "configuration file."),
     _row("ssl_certificate_key", MS, TAKE1, str_array("ssl_certificate_key"), "mail_ssl",
-         "file", supported=False),
+         "file", note="One per ssl_certificate, in the same order."),
     _row("ssl_password_file", MS, TAKE1, h.ssl_password_file, "mail_ssl", "file",
-         supported=False),
+         note="Each line is tried in turn."),
     _row("ssl_certificate_compression", MS, FLAG, flag("ssl_certificate_compression"),
-         "mail_ssl", "on | off", "off", supported=False),
-    _row("ssl_dhparam", MS, TAKE1, string("ssl_dhparam"), "mail_ssl", "file", supported=False),
+         "mail_ssl", "on | off", "off"),
+    _row("ssl_dhparam", MS, TAKE1, string("ssl_dhparam"), "mail_ssl", "file"),
     _row("ssl_ecdh_curve", MS, TAKE1, string("ssl_ecdh_curve"), "mail_ssl", "curve", "auto",
-         supported=False),
+         note="`auto` or one curve; a list (`a:b`) is not supported yet (docs/tls.md)."),
     _row("ssl_protocols", MS, ONEMORE, bitmask("ssl_protocols", SSL_PROTOCOLS), "mail_ssl",
-         "[SSLv2] [SSLv3] [TLSv1] [TLSv1.1] [TLSv1.2] [TLSv1.3]", "TLSv1.2 TLSv1.3",
-         supported=False),
+         "[SSLv2] [SSLv3] [TLSv1] [TLSv1.1] [TLSv1.2] [TLSv1.3]", "TLSv1.2 TLSv1.3"),
     _row("ssl_ciphers", MS, TAKE1, string("ssl_ciphers"), "mail_ssl", "ciphers",
-         "HIGH:!aNULL:!MD5", supported=False),
+         "HIGH:!aNULL:!MD5", note="TLSv1.2 and older only, as in nginx."),
     _row("ssl_prefer_server_ciphers", MS, FLAG, flag("ssl_prefer_server_ciphers"), "mail_ssl",
-         "on | off", "off", supported=False),
+         "on | off", "off"),
     _row("ssl_session_cache", MS, TAKE12, h.ssl_session_cache, "mail_ssl",
-         "off | none | [builtin[:size]] [shared:name:size]", "none", supported=False),
+         "off | none | [builtin[:size]] [shared:name:size]", "none",
+         note="`none` and `builtin` only; `off`, other sizes and `shared:` are not supported "
+         "yet (docs/tls.md)."),
     _row("ssl_session_tickets", MS, FLAG, flag("ssl_session_tickets"), "mail_ssl", "on | off",
-         "on", supported=False),
+         "on"),
     _row("ssl_session_ticket_key", MS, TAKE1, str_array("ssl_session_ticket_key"), "mail_ssl",
          "file", supported=False),
     _row("ssl_session_timeout", MS, TAKE1, sec("ssl_session_timeout"), "mail_ssl", "time",
-         "5m", supported=False),
+         "5m", note="Only 5m for now (docs/tls.md)."),
     _row("ssl_verify_client", MS, TAKE1, enum_slot("ssl_verify_client", VERIFY_CLIENT),
-         "mail_ssl", "on | off | optional | optional_no_ca", "off", supported=False),
-    _row("ssl_verify_depth", MS, TAKE1, num("ssl_verify_depth"), "mail_ssl", "number", "1",
-         supported=False),
+         "mail_ssl", "on | off | optional | optional_no_ca", "off",
+         note="`optional_no_ca` is not supported yet (docs/tls.md)."),
+    _row("ssl_verify_depth", MS, TAKE1, num("ssl_verify_depth"), "mail_ssl", "number", "1"),
     _row("ssl_client_certificate", MS, TAKE1, string("ssl_client_certificate"), "mail_ssl",
-         "file", supported=False),
+         "file", note="The CA names are not sent to the client yet (docs/tls.md)."),
     _row("ssl_trusted_certificate", MS, TAKE1, string("ssl_trusted_certificate"), "mail_ssl",
-         "file", supported=False),
-    _row("ssl_crl", MS, TAKE1, string("ssl_crl"), "mail_ssl", "file", supported=False),
+         "file"),
+    _row("ssl_crl", MS, TAKE1, string("ssl_crl"), "mail_ssl", "file"),
     _row("ssl_conf_command", MS, TAKE2, keyval("ssl_conf_command"), "mail_ssl", "name value",
          supported=False),
     # --- mailfront extensions (not in nginx) ------------------------------------
