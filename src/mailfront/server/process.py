@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import os
 import resource
 import signal
@@ -113,8 +112,9 @@ class Worker:
                 rt.listen_ssl = ls.ssl
                 if ls.ssl or srvconf.starttls:
                     if id(srvconf) not in ssl_cache:
-                        tls = importlib.import_module("mailfront.server.tls")
-                        ssl_cache[id(srvconf)] = tls.make_server_context(
+                        from mailfront.server.tls import make_server_context
+
+                        ssl_cache[id(srvconf)] = make_server_context(
                             srvconf, srvconf.protocol.value
                         )
                     rt.ssl_ctx = ssl_cache[id(srvconf)]

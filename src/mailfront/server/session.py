@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import itertools
 import os
 import random
@@ -195,6 +194,14 @@ class Session(asyncio.Protocol):
             self.close()
             return False
         self.transport = tls
+        from mailfront.server.tls import check_client_cert, rejection_line
+
+        rejected = check_client_cert(tls.get_extra_info("ssl_object"), srv.conf)
+        if rejected is not None:  # ngx_mail_verify_cert: answer in the protocol, then close
+            self.log(INFO, rejected.log)
+            tls.write(rejection_line(srv.conf.protocol, rejected.kind))
+            self.close()
+            return False
         return True
 
     async def _starttls(self) -> None:
@@ -319,9 +326,9 @@ class Session(asyncio.Protocol):
         if srv.ssl_ctx is not None and self.transport is not None:
             sslobj = self.transport.get_extra_info("ssl_object")
             if sslobj is not None:
-                info.ssl = importlib.import_module("mailfront.server.tls").ssl_info(
-                    sslobj, srv.conf
-                )
+                from mailfront.server.tls import ssl_info
+
+                info.ssl = ssl_info(sslobj, srv.conf)
         return info
 
     async def _login(self) -> None:
