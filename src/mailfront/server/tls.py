@@ -200,10 +200,14 @@ def make_server_context(conf: ServerConf, protocol_name: str) -> ssl.SSLContext:
     return ctx
 
 
+_SSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]*\] *| \(_ssl\.c:\d+\)$")
+
+
 def _why(e: BaseException) -> str:
     """nginx appends OpenSSL's error queue as `` (SSL: ...)``; ours is Python's text."""
     if isinstance(e, ssl.SSLError):
-        text = e.reason or e.strerror or str(e)
+        reason = getattr(e, "reason", None)  # absent when Python raised it itself
+        text = reason if reason else _SSL_NOISE.sub("", str(e.strerror or e))
         return f" (SSL: {text})"
     if isinstance(e, OSError) and e.strerror:
         return f" ({e.errno}: {e.strerror})"
@@ -267,7 +271,7 @@ def _load_pair(ctx: ssl.SSLContext, cert: str, key: str, passwords: list[bytes])
         raise ConfError(
             f'cannot load certificate "{cert}": BIO_new_file() failed{_why(e)}'
         ) from None
-    if not _PEM_CERT.search(pem):
+    if not _PEM_CERT.search(pem) or _cert_is_bad(pem):
         raise ConfError(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed')
     try:
         with open(key, "rb"):
@@ -282,12 +286,8 @@ def _load_pair(ctx: ssl.SSLContext, cert: str, key: str, passwords: list[bytes])
             ctx.load_cert_chain(cert, key, password=_constant(password))
             return
         except ssl.SSLError as e:
-            if e.reason == "KEY_VALUES_MISMATCH":
+            if getattr(e, "reason", None) in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
                 raise ConfError(f'SSL_CTX_use_PrivateKey("{key}") failed{_why(e)}') from None
-            if e.reason in ("PEM_LIB", "NO_START_LINE") and _cert_is_bad(pem):
-                raise ConfError(
-                    f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed{_why(e)}'
-                ) from None
             last = e
         except ValueError as e:  # a password longer than the stdlib accepts
             last = e
