@@ -21,7 +21,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from contextlib import redirect_stderr
+from contextlib import redirect_stderr, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ import trustme
 from cryptography import x509
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailfront import conf
 from mailfront.cli import main
@@ -1018,3 +1020,30 @@ def test_s_client_resumes(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     out = s_client(port, "-CAfile", str(pki.ca.path), "-sess_in", str(sess))
     thread.join(30)
     assert "Reused, TLSv1.3" in out, out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_der_reader_only_raises_value_error(data: bytes) -> None:
+    """The certificate reader, fed anything, answers or raises ValueError (nothing else)."""
+    for function in (tls.rfc2253, tls.cert_facts):
+        with suppress(ValueError):
+            function(data)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_der_reader_on_damaged_certificates(pki: Pki, alice: Issued, data: st.DataObject) -> None:
+    der = bytearray(alice.der)
+    for _ in range(data.draw(st.integers(1, 4))):
+        der[data.draw(st.integers(0, len(der) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        facts = tls.cert_facts(bytes(der))
+    except ValueError:
+        return
+    assert set(facts) == {
+        auth_http.SSL_SUBJECT, auth_http.SSL_ISSUER, auth_http.SSL_SERIAL,
+        auth_http.SSL_FINGERPRINT, auth_http.SSL_CERT,
+    }  # fmt: skip

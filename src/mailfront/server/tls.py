@@ -406,7 +406,12 @@ def _verify_error(obj: ssl.SSLObject | ssl.SSLSocket, der: bytes) -> tuple[int, 
     else:
         cached = ctx._depth_cache.get(der)
         if cached is None:
-            length = _store_chain_length(x509.load_der_x509_certificate(der), ctx.trust_anchors)
+            try:
+                leaf = x509.load_der_x509_certificate(der)
+            except ValueError:  # OpenSSL took it, cryptography does not: count it unknown
+                length = None
+            else:
+                length = _store_chain_length(leaf, ctx.trust_anchors)
             # unknown: intermediates from the client, at least one
             cached = (length if length is not None else 3) > limit
             if len(ctx._depth_cache) >= 1024:
@@ -480,12 +485,19 @@ def ssl_info(obj: ssl.SSLObject | ssl.SSLSocket, conf: ServerConf) -> dict[str, 
         return info
     err = _verify_error(obj, der)
     info[auth_http.SSL_VERIFY] = b"SUCCESS" if err is None else b"FAILED:" + err[1].encode()
-    info.update(cert_facts(der))
+    try:
+        info.update(cert_facts(der))
+    except ValueError:  # a certificate OpenSSL took but this reader cannot walk
+        info[auth_http.SSL_FINGERPRINT] = hashlib.sha1(der).hexdigest().encode("ascii")
+        info[auth_http.SSL_CERT] = pem(der)
     return info
 
 
 def cert_facts(der: bytes) -> dict[str, bytes]:
-    """Subject, issuer, serial, fingerprint and PEM of a DER certificate, as nginx prints them."""
+    """Subject, issuer, serial, fingerprint and PEM of a DER certificate, as nginx prints them.
+
+    Raises ``ValueError`` when the DER cannot be walked.
+    """
     issuer, subject, serial = _tbs_fields(der)
     return {
         auth_http.SSL_SUBJECT: rfc2253(subject),
