@@ -231,6 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     for warning in config.warnings:
         log_level("warn", warning)
 
+    # nginx builds each server's SSL context while it reads the configuration
+    # (certificates, keys, ciphers...): so do -t and the start
+    try:
+        ssl_contexts = build_ssl_contexts(config)
+    except conf.ConfError as e:
+        log_level(e.level, str(e))
+        if o.test_config:
+            log_stderr(f"configuration file {conf_file} test failed")
+        return 1
+
     if o.test_config:
         if not o.quiet:
             log_stderr(f"the configuration file {config.conf_file} syntax is ok")
@@ -248,7 +258,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from mailfront.server import process
 
-    return process.run(config, error_log, o.directives)
+    return process.run(config, error_log, o.directives, ssl_contexts)
+
+
+def build_ssl_contexts(config: conf.Config) -> dict[int, object]:
+    """The SSL context of every server with TLS, by ``id(server conf)``; ConfError if one fails.
+
+    The server's TLS module is imported only when some server uses TLS, so a
+    plain ``-t`` stays free of it.
+    """
+    from mailfront.conf.tls_support import tls_enabled
+
+    servers = [s for s in (config.mail.servers if config.mail else ()) if tls_enabled(s)]
+    if not servers:
+        return {}
+    from mailfront.server.tls import make_server_context
+
+    return {id(s): make_server_context(s, s.protocol.value) for s in servers}
 
 
 def dump_config(config: conf.Config) -> None:

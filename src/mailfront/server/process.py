@@ -83,13 +83,14 @@ class Worker:
         self.loop = asyncio.get_event_loop()
         self.stopped = self.loop.create_future()
         self.logs: list[Log] = []
+        # the SSL context of each TLS server, by id(ServerConf): cli.build_ssl_contexts
+        self.ssl_contexts: dict[int, Any] = {}
 
     def bind_runtimes(self, config: Config) -> None:
         """Point every listener at the runtime of its server(s) in ``config``."""
         plan = plan_listeners(config)
         auth_cache: dict[Any, AuthBackend] = {}
         server_logs: dict[Any, Log] = {}
-        ssl_cache: dict[int, Any] = {}
         for key, (_ls, pairs) in plan.items():
             listener = self.listeners[key]
             runtimes: dict[str, ServerRuntime] = {}
@@ -110,14 +111,7 @@ class Worker:
                     self.sessions,
                 )
                 rt.listen_ssl = ls.ssl
-                if ls.ssl or srvconf.starttls:
-                    if id(srvconf) not in ssl_cache:
-                        from mailfront.server.tls import make_server_context
-
-                        ssl_cache[id(srvconf)] = make_server_context(
-                            srvconf, srvconf.protocol.value
-                        )
-                    rt.ssl_ctx = ssl_cache[id(srvconf)]
+                rt.ssl_ctx = self.ssl_contexts.get(id(srvconf))
                 if ls.wildcard or ls is listener.listen:
                     default = rt
                 else:
@@ -179,6 +173,13 @@ class Worker:
         except confmod.ConfError as e:
             self.log.log(EMERG, str(e))
             return
+        try:  # certificates and keys are read now, as nginx reads them at a reload
+            from mailfront.cli import build_ssl_contexts
+
+            ssl_contexts = build_ssl_contexts(new)
+        except confmod.ConfError as e:
+            self.log.log(EMERG, str(e))
+            return
         plan = plan_listeners(new)
         opened: dict[Any, Listener] = {}
         try:
@@ -196,6 +197,7 @@ class Worker:
             if lst.server is not None:
                 lst.server.close()
         self.listeners.update(opened)
+        self.ssl_contexts = ssl_contexts
         try:
             self.bind_runtimes(new)
         except Exception as e:  # an auth backend that cannot start (bad users file)
@@ -272,7 +274,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(
-    config: Config, error_log_override: str | None = None, directives: str | None = None
+    config: Config,
+    error_log_override: str | None = None,
+    directives: str | None = None,
+    ssl_contexts: dict[int, Any] | None = None,
 ) -> int:
     """Serve ``config`` until stopped; the exit code."""
     log = make_log(config, error_log_override)
@@ -318,6 +323,11 @@ def run(
     code = 0
     try:
         worker = Worker(config, log, listeners, directives)
+        if ssl_contexts is None:
+            from mailfront.cli import build_ssl_contexts
+
+            ssl_contexts = build_ssl_contexts(config)
+        worker.ssl_contexts = ssl_contexts
         loop.run_until_complete(worker.serve())
     except Exception as e:
         log.log(EMERG, f"{type(e).__name__}: {e}")
