@@ -205,8 +205,11 @@ def test_run_goes_to_the_server(
 
     calls: list[tuple[object, ...]] = []
 
-    def fake_run(config: object, error_log: str | None, directives: str | None) -> int:
+    def fake_run(
+        config: object, error_log: str | None, directives: str | None, ssl_contexts: object
+    ) -> int:
         calls.append((config, error_log, directives))
+        assert ssl_contexts == {}  # no server here uses TLS
         return 7
 
     monkeypatch.setattr(process, "run", fake_run)
