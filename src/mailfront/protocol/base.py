@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 
 from mailfront.conf.model import AuthMethod
+from mailfront.protocol import sasl
 
 # nginx log levels used by the machines (see conf.model.LOG_LEVELS)
 ERR = 4
@@ -81,3 +82,82 @@ class AuthRequest:
 
     def __repr__(self) -> str:  # never shows the password
         return f"AuthRequest(login={self.login!r}, method={self.method.name})"
+
+
+# What a command handler returns (nginx's NGX_OK, NGX_MAIL_PARSE_INVALID_COMMAND, NGX_DONE)
+STEP_OK = 0
+STEP_INVALID = 2
+STEP_DONE = 3
+
+
+class SaslSteps:
+    """The SASL steps IMAP and POP3 share (nginx's ``ngx_mail_auth_plain`` and friends).
+
+    The machine provides ``_arg(n)`` (its n-th argument), ``login``, ``logs``,
+    ``auth`` and ``salt``.  A step that decodes the client's response logs
+    nginx's info line and returns ``STEP_INVALID`` when it cannot; one that
+    completes the exchange sets ``auth`` and returns ``STEP_DONE``.
+    """
+
+    __slots__ = ("auth", "login", "logs", "salt")
+
+    login: bytes
+    salt: bytes
+    auth: AuthRequest | None
+    logs: list[tuple[int, str]]
+
+    def _arg(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _auth_login_username(self, n: int) -> int:
+        try:
+            self.login = sasl.auth_login_username(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return STEP_INVALID
+        return STEP_OK
+
+    def _auth_login_password(self) -> int:
+        try:
+            passwd = sasl.auth_login_password(self._arg(0))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return STEP_INVALID
+        self.auth = AuthRequest(self.login, passwd, AuthMethod.LOGIN)
+        return STEP_DONE
+
+    def _auth_plain(self, n: int) -> int:
+        try:
+            login, passwd = sasl.auth_plain(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return STEP_INVALID
+        self.login = login
+        self.auth = AuthRequest(login, passwd, AuthMethod.PLAIN)
+        return STEP_DONE
+
+    def _auth_cram_md5(self) -> int:
+        arg = self._arg(0)
+        decoded = sasl.decode_base64(arg)
+        if decoded is not None:
+            # nginx sets the login before it checks the digest's length, so
+            # the "invalid CRAM-MD5 hash" line already carries it
+            sp = decoded.find(b" ")
+            self.login = decoded[:sp] if sp >= 0 else decoded
+        try:
+            login, digest = sasl.auth_cram_md5(arg)
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return STEP_INVALID
+        self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
+        return STEP_DONE
+
+    def _auth_external(self, n: int) -> int:
+        try:
+            login = sasl.auth_external(self._arg(n))
+        except sasl.SaslError as exc:
+            self.logs.append((INFO, str(exc)))
+            return STEP_INVALID
+        self.login = login
+        self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
+        return STEP_DONE

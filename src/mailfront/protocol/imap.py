@@ -53,7 +53,7 @@ from mailfront.conf.model import (
     Starttls,
 )
 from mailfront.protocol import sasl
-from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, UpNext
+from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, SaslSteps, UpNext
 
 # Replies, worded as ngx_mail_imap_handler.c / ngx_mail_imap_module.c word them
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
@@ -204,7 +204,7 @@ def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes]:
     return _build_capabilities(conf.imap_capabilities, conf.imap_auth)
 
 
-class ImapMachine:
+class ImapMachine(SaslSteps):
     """The IMAP auth phase of one client connection (see ``protocol.base``).
 
     ``tag`` is nginx's ``s->tag`` of the last command: the client's tag with
@@ -229,14 +229,10 @@ class ImapMachine:
         "_state",
         "_tag_start",
         "action",
-        "auth",
         "conf",
         "errors",
-        "login",
-        "logs",
         "mail_state",
         "out",
-        "salt",
         "tag",
         "tls",
     )
@@ -787,59 +783,6 @@ class ImapMachine:
                 # as nginx: an initial response skips the imap_auth check
                 return self._auth_external(1), IMAP_OK
         return _INVALID, IMAP_OK
-
-    def _auth_login_username(self, n: int) -> int:
-        try:
-            self.login = sasl.auth_login_username(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        return _OK
-
-    def _auth_login_password(self) -> int:
-        try:
-            passwd = sasl.auth_login_password(self._arg(0))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.auth = AuthRequest(self.login, passwd, AuthMethod.LOGIN)
-        return _DONE
-
-    def _auth_plain(self, n: int) -> int:
-        try:
-            login, passwd = sasl.auth_plain(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.login = login
-        self.auth = AuthRequest(login, passwd, AuthMethod.PLAIN)
-        return _DONE
-
-    def _auth_cram_md5(self) -> int:
-        arg = self._arg(0)
-        decoded = sasl.decode_base64(arg)
-        if decoded is not None:
-            # nginx sets the login before it checks the digest's length, so
-            # the "invalid CRAM-MD5 hash" line already carries it
-            sp = decoded.find(b" ")
-            self.login = decoded[:sp] if sp >= 0 else decoded
-        try:
-            login, digest = sasl.auth_cram_md5(arg)
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
-        return _DONE
-
-    def _auth_external(self, n: int) -> int:
-        try:
-            login = sasl.auth_external(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.login = login
-        self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
-        return _DONE
 
 
 class ImapUpstream:

@@ -38,7 +38,7 @@ from mailfront.conf.model import (
     Starttls,
 )
 from mailfront.protocol import sasl
-from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, UpNext
+from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, SaslSteps, UpNext
 
 # Replies, worded as ngx_mail_pop3_handler.c / ngx_mail_pop3_module.c word them
 POP3_GREETING = b"+OK POP3 ready\r\n"
@@ -174,7 +174,7 @@ def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes, bytes]:
     return _build_capabilities(conf.pop3_capabilities, auth_methods(conf))
 
 
-class Pop3Machine:
+class Pop3Machine(SaslSteps):
     """The POP3 auth phase of one client connection (see ``protocol.base``)."""
 
     __slots__ = (
@@ -189,14 +189,10 @@ class Pop3Machine:
         "_reply",
         "_state",
         "action",
-        "auth",
         "conf",
         "errors",
-        "login",
-        "logs",
         "mail_state",
         "out",
-        "salt",
         "tls",
     )
 
@@ -634,59 +630,6 @@ class Pop3Machine:
                 # as nginx: an initial response skips the "external" check
                 return self._auth_external(1)
         return _INVALID
-
-    def _auth_login_username(self, n: int) -> int:
-        try:
-            self.login = sasl.auth_login_username(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        return _OK
-
-    def _auth_login_password(self) -> int:
-        try:
-            passwd = sasl.auth_login_password(self._arg(0))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.auth = AuthRequest(self.login, passwd, AuthMethod.LOGIN)
-        return _DONE
-
-    def _auth_plain(self, n: int) -> int:
-        try:
-            login, passwd = sasl.auth_plain(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.login = login
-        self.auth = AuthRequest(login, passwd, AuthMethod.PLAIN)
-        return _DONE
-
-    def _auth_cram_md5(self) -> int:
-        arg = self._arg(0)
-        decoded = sasl.decode_base64(arg)
-        if decoded is not None:
-            # nginx sets the login before it checks the digest's length, so
-            # the "invalid CRAM-MD5 hash" line already carries it
-            sp = decoded.find(b" ")
-            self.login = decoded[:sp] if sp >= 0 else decoded
-        try:
-            login, digest = sasl.auth_cram_md5(arg)
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
-        return _DONE
-
-    def _auth_external(self, n: int) -> int:
-        try:
-            login = sasl.auth_external(self._arg(n))
-        except sasl.SaslError as exc:
-            self.logs.append((INFO, str(exc)))
-            return _INVALID
-        self.login = login
-        self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
-        return _DONE
 
 
 class Pop3Upstream:
