@@ -15,6 +15,7 @@ import pytest
 
 from mailfront.devtools.dovecot import BIG_MESSAGE_SHA256, BIG_MESSAGE_UID, DEMO_USERS
 from support.authserver import AuthServer
+from support.net import close_all, connect, read_all, read_line
 from support.proxy import Mailfront, free_port
 
 PASS = DEMO_USERS["alice"]
@@ -128,45 +129,12 @@ def env(
     garbage.close()
 
 
-_open: list[socket.socket] = []
-
-
 @pytest.fixture(autouse=True)
 def _reset(env) -> Iterator[None]:  # type: ignore[no-untyped-def]
     env[2].mode = "ok"
     env[2].wait = 0
     yield
-    while _open:
-        _open.pop().close()
-
-
-def connect(port: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    _open.append(s)
-    return s
-
-
-def read_line(s: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        c = s.recv(1)
-        if not c:
-            break
-        buf += c
-    return buf
-
-
-def read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            c = s.recv(65536)
-        except TimeoutError:
-            break
-        if not c:
-            break
-        out += c
-    return out
+    close_all()
 
 
 def test_login_select_fetch(env) -> None:  # type: ignore[no-untyped-def]

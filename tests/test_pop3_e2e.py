@@ -35,6 +35,7 @@ import pytest
 from mailfront.auth.file import make_hash
 from support.authserver import AuthServer
 from support.dovecot import BIG_MESSAGE_SHA256, DEMO_USERS, Dovecot
+from support.net import close_all, connect, read_all, read_line, read_n
 from support.proxy import Mailfront, free_port
 
 PASS = DEMO_USERS["alice"]
@@ -172,49 +173,12 @@ def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     hang.close()
 
 
-_open: list[socket.socket] = []
-
-
 @pytest.fixture(autouse=True)
 def _reset(env: Env) -> Iterator[None]:
     env.router.mode = "ok"
     env.router.wait = 0
     yield
-    while _open:
-        _open.pop().close()
-
-
-def connect(port: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    _open.append(s)
-    return s
-
-
-def read_line(s: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        c = s.recv(1)
-        if not c:
-            break
-        buf += c
-    return buf
-
-
-def read_n(s: socket.socket, n: int) -> bytes:
-    return b"".join(read_line(s) for _ in range(n))
-
-
-def read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            c = s.recv(65536)
-        except TimeoutError:
-            break
-        if not c:
-            break
-        out += c
-    return out
+    close_all()
 
 
 def wait_re(mf: Mailfront, pattern: str, deadline: float = 5.0) -> str:

@@ -31,6 +31,8 @@ from mailfront.devtools.dovecot import DEMO_USERS
 from mailfront.devtools.postfix import Postfix
 from support.authserver import AuthServer
 from support.dnsserver import DnsServer
+from support.net import close_all, read_all
+from support.net import connect as net_connect
 from support.proxy import Mailfront, free_port
 
 CLIENT_IP = "127.0.0.5"  # the clients' source address (not mailfront's)
@@ -189,24 +191,18 @@ def env(postfix: Postfix, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     hang.close()
 
 
-_open: list[socket.socket] = []
-
-
 @pytest.fixture(autouse=True)
 def _reset(env: Env) -> Iterator[None]:
     env.router.reset()
     yield
-    while _open:
-        _open.pop().close()
+    close_all()
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
 def connect(port: int, source: str = CLIENT_IP, timeout: float = 10) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
-    _open.append(s)
-    return s
+    return net_connect(port, source, timeout)
 
 
 def read_reply(s: socket.socket) -> bytes:
@@ -222,19 +218,6 @@ def read_reply(s: socket.socket) -> bytes:
         out += line
         if line[3:4] != b"-":
             return out
-
-
-def read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            c = s.recv(65536)
-        except TimeoutError:
-            break
-        if not c:
-            break
-        out += c
-    return out
 
 
 def smtp(env: Env, name: str = "submit") -> smtplib.SMTP:

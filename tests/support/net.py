@@ -1,0 +1,53 @@
+"""Raw-socket helpers for the end-to-end tests: open, read a line, read to the close.
+
+Sockets opened with ``connect`` are remembered in ``OPEN`` and closed by
+``close_all()``, which each test module calls from an autouse fixture.
+"""
+
+from __future__ import annotations
+
+import socket
+
+OPEN: list[socket.socket] = []
+
+
+def connect(port: int, source: str | None = None, timeout: float = 10) -> socket.socket:
+    s = socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+    )
+    OPEN.append(s)
+    return s
+
+
+def close_all() -> None:
+    while OPEN:
+        OPEN.pop().close()
+
+
+def read_line(s: socket.socket) -> bytes:
+    """One line, CRLF included (less if the peer closes first)."""
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf
+
+
+def read_n(s: socket.socket, n: int) -> bytes:
+    return b"".join(read_line(s) for _ in range(n))
+
+
+def read_all(s: socket.socket) -> bytes:
+    """Everything until the peer closes (or the socket's timeout)."""
+    out = b""
+    while True:
+        try:
+            c = s.recv(65536)
+        except TimeoutError:
+            break
+        if not c:
+            break
+        out += c
+    return out
