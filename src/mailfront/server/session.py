@@ -55,7 +55,6 @@ class Session(asyncio.Protocol):
         "attempt",
         "client",
         "client_host",
-        "client_port_text",
         "closed",
         "conn",
         "greeted",
@@ -63,7 +62,6 @@ class Session(asyncio.Protocol):
         "last",
         "login",
         "machine",
-        "pipes",
         "srv",
         "starttls",
         "task",
@@ -82,7 +80,6 @@ class Session(asyncio.Protocol):
         self.upstream: Any = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.pipes: tuple[Pipe, Pipe] | None = None
         self.attempt = 0
         self.closed = False
         self.greeted = False
@@ -93,7 +90,6 @@ class Session(asyncio.Protocol):
         self.client = ""
         self.client_host = b"[UNAVAILABLE]"  # SMTP's Client-Host / XCLIENT NAME
         self.starttls = False
-        self.client_port_text = ""
         self.conn = 0
         self.last = 0.0
         self.active = False
@@ -164,8 +160,14 @@ class Session(asyncio.Protocol):
             if not await self._handshake():
                 return
         if srv.resolver is not None:
+            # as nginx, the client is not read while it is resolved: what it
+            # sends meanwhile is read after the greeting (or, during a
+            # greeting delay, rejected)
+            assert self.transport is not None
+            self.transport.pause_reading()
             self.action = "in resolving client address"
             resolved = await srv.resolver(srv.conf, self.client)
+            self.transport.resume_reading()
             self.client_host = resolved.host
             for level, action, msg in resolved.logs:
                 self.action = action
@@ -185,9 +187,14 @@ class Session(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=srv.conf.timeout,
             )
-        except (OSError, TimeoutError, ConnectionError) as e:
+        except TimeoutError:
             if not self.closed:
-                self.log(INFO, f"SSL handshake failed: {e}")
+                self.log(INFO, "client timed out" + TIMED_OUT)
+                self.close()
+            return False
+        except (OSError, ConnectionError) as e:  # ssl.SSLError is an OSError
+            if not self.closed:
+                self.log(INFO, f"SSL_do_handshake() failed ({e})")
                 self.close()
             return False
         if tls is None:  # the connection went away during the handshake
@@ -459,7 +466,6 @@ class Session(asyncio.Protocol):
         self.action = "proxying"
         to_client = Pipe(self, client)  # reads the backend
         to_up = Pipe(self, up)  # reads the client
-        self.pipes = (to_client, to_up)
         client.set_protocol(to_up)
         up.set_protocol(to_client)
         client.set_write_buffer_limits(high=conf.proxy_buffer)
