@@ -15,11 +15,16 @@ Phases
   login     -c closed-loop sessions for -d seconds; each session is
             imap: greeting, ``a1 LOGIN user pass``, tagged OK, ``a2 LOGOUT``,
                   tagged OK, then the server closes
+            (``--tls full``: each session starts with a full TLSv1.3
+            handshake; ``--tls resumed``: each slot first runs one untimed
+            session with a full handshake, keeps its session ticket and offers
+            the newest one on every later connection)
             pop3: greeting, USER, PASS, QUIT, close
             smtp: greeting, EHLO, AUTH PLAIN (initial response), MAIL, RCPT,
                   DATA, a 4-line message, QUIT, close
-  download  one logged-in IMAP session: a --warmup-mb FETCH (untimed), then
-            ``FETCH 1 BODY[]<0.N>`` of --mb MiB, then LOGOUT
+  download  one logged-in IMAP session (TLSv1.3 with ``--tls full``): a
+            --warmup-mb FETCH (untimed), then ``FETCH 1 BODY[]<0.N>`` of --mb
+            MiB, then LOGOUT
   latency   one logged-in IMAP session: 200 NOOPs (untimed), then --count
             sequential NOOPs; RTT percentiles in microseconds
   hold      opens logged-in IMAP sessions, --concurrency logins in flight,
@@ -31,14 +36,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import resource
 import signal
+import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -121,6 +128,90 @@ def step_matches(kind: int, prefix: bytes, line: bytes) -> bool | None:
     return line.startswith(prefix)
 
 
+TLS_SERVER_NAME = "mail.bench.test"  # the certificate's name (mailbench.make_cert)
+
+
+class SlotContext(ssl.SSLContext):
+    """A TLSv1.3 client context that offers ``session`` on its next connection.
+
+    The event loop wraps its TLS connections with ``wrap_bio`` and no session
+    argument, so the session to resume rides on the context: one context per
+    closed-loop slot, and each slot keeps its own newest session (Python only
+    resumes a session on the context that made it).
+    """
+
+    session: ssl.SSLSession | None = None
+    resume = False  # keep the newest session of each connection
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(
+            incoming, outgoing, server_side, server_hostname, session or self.session
+        )
+
+
+def client_context(cafile: str | None, resume: bool = False) -> SlotContext:
+    """TLSv1.3 only; verifies the server against cafile (the bench's own certificate)."""
+    ctx = SlotContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:  # by hand, against a server whose certificate is not at hand
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.resume = resume
+    return ctx
+
+
+class TlsStats:
+    """What the TLS sessions of a phase negotiated."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.reused = 0
+        self.versions: dict[str, int] = {}
+        self.ciphers: dict[str, int] = {}
+        self.peer_sha256 = ""
+
+    def add(self, obj: ssl.SSLObject) -> None:
+        if obj.session_reused:
+            self.reused += 1
+        else:
+            self.full += 1
+        v = obj.version() or "?"
+        self.versions[v] = self.versions.get(v, 0) + 1
+        c = obj.cipher()
+        name = c[0] if c else "?"
+        self.ciphers[name] = self.ciphers.get(name, 0) + 1
+        if not self.peer_sha256:
+            der = obj.getpeercert(binary_form=True)
+            if der:
+                self.peer_sha256 = hashlib.sha256(der).hexdigest()
+
+    def result(self) -> dict[str, Any]:
+        n = self.full + self.reused
+        return {
+            "tls_full": self.full,
+            "tls_reused": self.reused,
+            "tls_reuse_fraction": self.reused / n if n else None,
+            "tls_versions": self.versions,
+            "tls_ciphers": self.ciphers,
+            "tls_peer_sha256": self.peer_sha256,
+        }
+
+
+def error_kind(e: BaseException) -> str:
+    """A short key for counting failed sessions: the text, or the type when it has none."""
+    return (str(e) or type(e).__name__)[:100]
+
+
 def pct(values: list[float], p: float) -> float | None:
     """Nearest-rank percentile (index round(p/100 * (n-1)) of the sorted values)."""
     if not values:
@@ -184,6 +275,36 @@ class Script(asyncio.Protocol):
         else:
             msg = self.err or f"connection closed at step {self.i} ({exc})"
             self.fut.set_exception(RuntimeError(msg))
+
+
+class TlsScript(Script):
+    """A Script over TLS: counts the handshake kinds and keeps the slot's newest session.
+
+    The session is taken once the greeting has arrived: a TLSv1.3 server sends
+    its tickets right after the handshake, so they have been read by then.
+    """
+
+    __slots__ = ("ctx", "obj", "stats")
+
+    def __init__(
+        self, steps: tuple[Step, ...], fut: asyncio.Future[Any], ctx: SlotContext, stats: TlsStats
+    ) -> None:
+        super().__init__(steps, fut)
+        self.ctx = ctx
+        self.stats = stats
+        self.obj: ssl.SSLObject | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        self.obj = transport.get_extra_info("ssl_object")
+        if self.obj is not None:
+            self.stats.add(self.obj)
+
+    def data_received(self, data: bytes) -> None:
+        before = self.i
+        super().data_received(data)
+        if before == 0 and self.i > 0 and self.ctx.resume and self.obj is not None:
+            self.ctx.session = self.obj.session
 
 
 class Bulk(asyncio.BufferedProtocol):
@@ -311,6 +432,36 @@ async def barrier(args: argparse.Namespace, reader: asyncio.StreamReader) -> Non
         raise SystemExit(3)
 
 
+def slot_contexts(args: argparse.Namespace) -> list[SlotContext | None]:
+    """One client context per slot with --tls, none without."""
+    if not args.tls:
+        return [None] * args.concurrency
+    resume = args.tls == "resumed"
+    return [client_context(args.cafile, resume) for _ in range(args.concurrency)]
+
+
+async def prime(
+    contexts: list[SlotContext | None],
+    session: Callable[[SlotContext | None], Awaitable[None]],
+    attempts: int = 5,
+) -> None:
+    """One completed session per slot (each slot's context then holds a ticket)."""
+    for ctx in contexts:
+        assert ctx is not None
+        ctx.session = None
+    todo = list(contexts)
+    for _ in range(attempts):
+        done = await asyncio.gather(*(session(ctx) for ctx in todo), return_exceptions=True)
+        failed = [x for x in done if isinstance(x, BaseException)]
+        todo = [c for c, x in zip(todo, done, strict=True) if isinstance(x, BaseException)]
+        todo += [c for c in contexts if c is not None and c.session is None and c not in todo]
+        if not todo:
+            return
+        await asyncio.sleep(0.05)
+    why = error_kind(failed[0]) if failed else "no session ticket"
+    raise SystemExit(f"priming the TLS sessions failed for {len(todo)} slots: {why}")
+
+
 async def login_phase(args: argparse.Namespace, reader: asyncio.StreamReader) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     steps = session_steps(args.proto)
@@ -318,34 +469,50 @@ async def login_phase(args: argparse.Namespace, reader: asyncio.StreamReader) ->
     errors: dict[str, int] = {}
     lat: list[float] = []
     stop = [0.0]
+    contexts = slot_contexts(args)
+    stats = TlsStats()
+    tls_kw: dict[str, Any] = {"server_hostname": TLS_SERVER_NAME} if args.tls else {}
 
-    async def slot() -> None:
+    def factory(fut: asyncio.Future[Any], ctx: SlotContext | None) -> Script:
+        if ctx is None:
+            return Script(steps, fut)
+        return TlsScript(steps, fut, ctx, stats)
+
+    async def session(ctx: SlotContext | None) -> None:
+        fut: asyncio.Future[Any] = loop.create_future()
+        await loop.create_connection(
+            partial(factory, fut, ctx), args.host, args.port, ssl=ctx, **tls_kw
+        )
+        await fut
+
+    async def slot(ctx: SlotContext | None) -> None:
         nonlocal ok
         while perf() < stop[0]:
-            fut: asyncio.Future[Any] = loop.create_future()
             t0 = perf()
             try:
-                await loop.create_connection(partial(Script, steps, fut), args.host, args.port)
-                await fut
+                await session(ctx)
             except (OSError, RuntimeError) as e:
-                k = str(e)[:100]
+                k = error_kind(e)
                 errors[k] = errors.get(k, 0) + 1
                 await asyncio.sleep(0.01)
                 continue
             ok += 1
             lat.append(perf() - t0)
 
+    if args.tls == "resumed":  # untimed: one full handshake per slot gets its first ticket
+        await prime(contexts, session)
+        stats = TlsStats()
     await barrier(args, reader)
     c0, t0 = cpu_self(), perf()
     stop[0] = t0 + args.duration
-    tasks = [loop.create_task(slot()) for _ in range(args.concurrency)]
+    tasks = [loop.create_task(slot(ctx)) for ctx in contexts]
     _, pending = await asyncio.wait(tasks, timeout=args.duration + 10)
     for task in pending:
         task.cancel()
     if pending:
         errors["session still running at the end"] = len(pending)
     elapsed = perf() - t0
-    return {
+    res = {
         "ok": ok,
         "err": sum(errors.values()),
         "errors": errors,
@@ -353,12 +520,22 @@ async def login_phase(args: argparse.Namespace, reader: asyncio.StreamReader) ->
         "gen_cpu": cpu_self() - c0,
         "lat_p50_ms": (pct(lat, 50) or 0.0) * 1e3,
         "lat_p99_ms": (pct(lat, 99) or 0.0) * 1e3,
+        "lat_ms": [round(x * 1e3, 3) for x in lat] if args.lat_samples else [],
     }
+    if args.tls:
+        res.update(stats.result())
+    return res
 
 
-async def logged_in(args: argparse.Namespace) -> Bulk:
+async def logged_in(args: argparse.Namespace, stats: TlsStats | None = None) -> Bulk:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(Bulk, args.host, args.port)
+    kw: dict[str, Any] = {}
+    if getattr(args, "tls", None):
+        kw = {"ssl": client_context(args.cafile), "server_hostname": TLS_SERVER_NAME}
+    t, conn = await loop.create_connection(Bulk, args.host, args.port, **kw)
+    obj = t.get_extra_info("ssl_object")
+    if stats is not None and obj is not None:
+        stats.add(obj)
     await conn.run(login_steps("imap"))
     return conn
 
@@ -373,21 +550,26 @@ async def logout(conn: Bulk) -> None:
 
 async def download_phase(args: argparse.Namespace, reader: asyncio.StreamReader) -> dict[str, Any]:
     nbytes = args.mb << 20
-    conn = await logged_in(args)
+    stats = TlsStats()
+    conn = await logged_in(args, stats)
     if args.warmup_mb:  # the same path as the timed transfer: grows the socket buffers
         await conn.fetch(b"w1", args.warmup_mb << 20)
     await barrier(args, reader)
     c0, t0 = cpu_self(), perf()
     got = await conn.fetch(b"a3", nbytes)
     elapsed = perf() - t0
+    gen_cpu = cpu_self() - c0
     await logout(conn)
-    return {
+    res = {
         "bytes": got,
         "elapsed": elapsed,
-        "gen_cpu": cpu_self() - c0,
+        "gen_cpu": gen_cpu,
         "ok": int(got == nbytes),
         "err": int(got != nbytes),
     }
+    if args.tls:
+        res.update(stats.result())
+    return res
 
 
 async def latency_phase(args: argparse.Namespace, reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -467,7 +649,8 @@ PHASES = {
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if args.phase == "hold" or not args.no_barrier:  # by hand, stdin may be a terminal
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return await PHASES[args.phase](args, reader)
 
 
@@ -482,6 +665,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mb", type=int, default=256)
     ap.add_argument("--warmup-mb", type=int, default=16)
     ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument(
+        "--tls",
+        choices=["full", "resumed"],
+        help="TLSv1.3 from the first byte (login: full or resumed handshakes; download: full)",
+    )
+    ap.add_argument("--cafile", help="CA certificate that verifies the server (TLS)")
+    ap.add_argument("--lat-samples", action="store_true", help="login: every latency in RESULT")
     ap.add_argument("--timeout", type=float, default=300.0, help="hard limit (s)")
     ap.add_argument("--cpu", type=int, help="pin to this CPU")
     ap.add_argument("--no-barrier", action="store_true")

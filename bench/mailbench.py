@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import resource
@@ -36,7 +37,23 @@ import procstat  # noqa: E402
 
 MiB = 1 << 20
 PROXIES = ("nginx", "mailfront")
-PHASES = ("imap_login", "pop3_login", "smtp_login", "imap_download", "latency", "memory")
+# The TLS phases run last, so that "proxy RSS before the memory phase" is what it
+# was before they existed (TLS leaves the proxies' heaps larger).
+PHASES = (
+    "imap_login",
+    "pop3_login",
+    "smtp_login",
+    "imap_download",
+    "latency",
+    "memory",
+    "imaps_login",
+    "imaps_login_resumed",
+    "imaps_download",
+)
+TLS_PHASES = ("imaps_login", "imaps_login_resumed", "imaps_download")
+LOGIN_PHASES = ("imap_login", "pop3_login", "smtp_login", "imaps_login", "imaps_login_resumed")
+TLS_NAME = "mail.bench.test"  # the certificate's name; loadgen.TLS_SERVER_NAME
+TLS_KEYS = {"ecdsa": "ECDSA P-256", "rsa": "RSA 2048"}
 MAIL_MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
 MAX_IDLE_SESSIONS = 8000  # the fd limit here is 20000: 2 fds per session in the proxy
 
@@ -55,7 +72,13 @@ class Ports:
 
     @property
     def proxy(self) -> dict[str, int]:
-        return {"imap": self.base + 143, "pop3": self.base + 110, "smtp": self.base + 25}
+        """The proxy's listeners; "imaps" is the implicit-TLS IMAP server."""
+        return {
+            "imap": self.base + 143,
+            "pop3": self.base + 110,
+            "smtp": self.base + 25,
+            "imaps": self.base + 993,
+        }
 
     @property
     def backend(self) -> dict[str, int]:
@@ -69,6 +92,57 @@ class Ports:
         return [*self.proxy.values(), *self.backend.values(), self.auth]
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server certificate and key given to both proxies (absolute paths)."""
+
+    cert: str
+    key: str
+    kind: str  # "ecdsa" (P-256) or "rsa" (2048 bits)
+
+
+def cert_command(kind: str, cert: str, key: str, days: int = 7) -> list[str]:
+    """openssl req: a self-signed server certificate for TLS_NAME, made once per run."""
+    newkey = {"ecdsa": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+              "rsa": ["-newkey", "rsa:2048"]}[kind]  # fmt: skip
+    return [
+        "openssl", "req", "-x509", "-new", *newkey, "-nodes", "-sha256",
+        "-keyout", key, "-out", cert, "-days", str(days),
+        "-subj", f"/CN={TLS_NAME}", "-addext", f"subjectAltName=DNS:{TLS_NAME}",
+    ]  # fmt: skip
+
+
+def make_cert(directory: str, kind: str) -> TlsFiles:
+    os.makedirs(directory, exist_ok=True)
+    files = TlsFiles(
+        os.path.join(directory, f"server-{kind}.crt"),
+        os.path.join(directory, f"server-{kind}.key"),
+        kind,
+    )
+    r = subprocess.run(
+        cert_command(kind, files.cert, files.key), capture_output=True, text=True, timeout=60
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl req failed: {r.stderr.strip()}")
+    return files
+
+
+def tls_server_block(port: int, tls: TlsFiles) -> str:
+    """The implicit-TLS IMAP server: nginx's defaults (ssl_session_cache none), tickets on.
+
+    ssl_protocols is given because nginx before 1.23.4 leaves TLSv1.3 out by default.
+    """
+    return f"""    server {{
+        listen 127.0.0.1:{port} ssl;
+        protocol imap;
+        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets on;
+    }}
+"""
+
+
 def mail_conf(
     ports: Ports,
     nofile: int,
@@ -77,10 +151,15 @@ def mail_conf(
     xclient: str = "off",
     error_log_level: str = "warn",
     mail_module: str = MAIL_MODULE,
+    tls: TlsFiles | None = None,
 ) -> str:
-    """The one config file handed to nginx and to mailfront (the shared bench's template)."""
+    """The one config file handed to nginx and to mailfront (the shared bench's template).
+
+    With ``tls`` it also has the implicit-TLS IMAP server of the imaps phases.
+    """
     p = ports.proxy
     extra = "".join(f"    {x}\n" for x in extra_mail)
+    tls_block = tls_server_block(p["imaps"], tls) if tls else ""
     return f"""# Written by bench/run: the SAME file is given to nginx and to mailfront.
 load_module {mail_module};
 
@@ -117,7 +196,7 @@ mail {{
         listen 127.0.0.1:{p["smtp"]};
         protocol smtp;
     }}
-}}
+{tls_block}}}
 """
 
 
@@ -277,10 +356,11 @@ def port_free(port: int) -> bool:
 class Gen:
     """A loadgen.py process on the aux CPU, with time-bounded line I/O."""
 
-    def __init__(self, a: argparse.Namespace, args: list[str]) -> None:
+    def __init__(self, a: argparse.Namespace, args: list[str], cpu: int | None = None) -> None:
+        cpu = a.aux_cpu if cpu is None else cpu
         argv = [a.python_gen, os.path.join(HERE, "loadgen.py"), *args]
-        argv += ["--cpu", str(a.aux_cpu), "--timeout", str(int(a.phase_timeout))]
-        self.p = spawn(argv, a.aux_cpu, a.nofile, subprocess.PIPE, stdin=subprocess.PIPE)
+        argv += ["--cpu", str(cpu), "--timeout", str(int(a.phase_timeout))]
+        self.p = spawn(argv, cpu, a.nofile, subprocess.PIPE, stdin=subprocess.PIPE)
         self.buf = b""
 
     def expect(self, tag: str, timeout: float) -> dict[str, Any]:
@@ -315,6 +395,72 @@ class Gen:
 
 
 # ------------------------------------------------------------------- phases
+def split_concurrency(c: int, procs: int) -> list[int]:
+    """c closed-loop slots over procs generator processes (none left empty)."""
+    procs = max(1, min(procs, c))
+    return [c // procs + (1 if i < c % procs else 0) for i in range(procs)]
+
+
+def merge_login_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One login RESULT from the RESULTs of several generator processes.
+
+    Counts add up; elapsed is the longest; latency percentiles come from every
+    process's samples (``--lat-samples``) when there is more than one.
+    """
+    if len(parts) == 1:
+        return dict(parts[0])
+    out: dict[str, Any] = {"ok": 0, "err": 0, "errors": {}, "gen_cpu": 0.0}
+    for r in parts:
+        out["ok"] += r["ok"]
+        out["err"] += r["err"]
+        out["gen_cpu"] += r["gen_cpu"]
+        for k, v in r["errors"].items():
+            out["errors"][k] = out["errors"].get(k, 0) + v
+    out["elapsed"] = max(r["elapsed"] for r in parts)
+    lat = sorted(x for r in parts for x in r.get("lat_ms", []))
+    if lat:
+        out["lat_p50_ms"] = lat[min(len(lat) - 1, round(0.50 * (len(lat) - 1)))]
+        out["lat_p99_ms"] = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+    else:
+        out["lat_p50_ms"] = max(r["lat_p50_ms"] for r in parts)
+        out["lat_p99_ms"] = max(r["lat_p99_ms"] for r in parts)
+    if any("tls_full" in r for r in parts):
+        full = sum(r.get("tls_full", 0) for r in parts)
+        reused = sum(r.get("tls_reused", 0) for r in parts)
+        out["tls_full"], out["tls_reused"] = full, reused
+        out["tls_reuse_fraction"] = reused / (full + reused) if full + reused else None
+        for key in ("tls_versions", "tls_ciphers"):
+            merged: dict[str, int] = {}
+            for r in parts:
+                for k, v in r.get(key, {}).items():
+                    merged[k] = merged.get(k, 0) + v
+            out[key] = merged
+        peers = [r["tls_peer_sha256"] for r in parts if r.get("tls_peer_sha256")]
+        out["tls_peer_sha256"] = peers[0] if peers else ""
+    return out
+
+
+def cert_sha256(path: str) -> str:
+    """SHA-256 of the (first) certificate of a PEM file, as the generator reports the peer's."""
+    import ssl
+
+    with open(path) as f:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest()
+
+
+def tls_checks(r: dict[str, Any], want_sha256: str, resumed: bool) -> list[str]:
+    """What is wrong with a TLS phase's RESULT: version, certificate, handshake kind."""
+    bad = []
+    versions = r.get("tls_versions", {})
+    if set(versions) != {"TLSv1.3"}:
+        bad.append(f"TLS versions {versions}, not TLSv1.3 only")
+    if want_sha256 and r.get("tls_peer_sha256") != want_sha256:
+        bad.append("the proxy did not present the bench's certificate")
+    if not resumed and r.get("tls_reused"):
+        bad.append(f"{r['tls_reused']} handshakes resumed in a full-handshake phase")
+    return bad
+
+
 class Runner:
     def __init__(self, a: argparse.Namespace, aux_pids: list[int]) -> None:
         self.a = a
@@ -327,34 +473,73 @@ class Runner:
 
         Returns (result, proxy cpu s, proxy cpu ticks s, aux CPU utilisation).
         """
-        g = Gen(self.a, args)
+        parts, cpu, ticks, aux = self.measured_many(proxy, [args])
+        return parts[0], cpu, ticks, aux
+
+    def measured_many(
+        self,
+        proxy: subprocess.Popen[bytes] | None,
+        argss: Sequence[list[str]],
+        cpus: Sequence[int] | None = None,
+    ) -> tuple[list[dict[str, Any]], float, float, float]:
+        """Run generators together (all READY, then GO to each) between two CPU readings.
+
+        The aux utilisation is the CPU of the backend, the auth responder and
+        every generator over the phase's wall time, per aux CPU used.
+        """
+        gens: list[Gen] = []
+        cpus = list(cpus or [self.a.aux_cpu])
         try:
-            g.expect("READY", 30)
-            x0 = procstat.cpu_of([*self.aux_pids, g.p.pid])
+            for i, args in enumerate(argss):
+                gens.append(Gen(self.a, args, cpus[i % len(cpus)]))
+            for g in gens:
+                g.expect("READY", 60)
+            pids = [*self.aux_pids, *(g.p.pid for g in gens)]
+            x0 = procstat.cpu_of(pids)
             c0 = procstat.cpu_sample(proxy.pid) if proxy else None
             t0 = time.monotonic()
-            g.send("GO")
-            res = g.expect("RESULT", self.a.phase_timeout)
+            for g in gens:
+                g.send("GO")
+            res = [g.expect("RESULT", self.a.phase_timeout) for g in gens]
             t1 = time.monotonic()
-            x1 = procstat.cpu_of([*self.aux_pids, g.p.pid])
-            g.finish()
+            x1 = procstat.cpu_of(pids)
+            for g in gens:
+                g.finish()
             time.sleep(self.a.settle)
             c1 = procstat.cpu_sample(proxy.pid) if proxy else None
         finally:
-            stop(g.p)
+            for g in gens:
+                stop(g.p)
         cpu = c1.cpu_s - c0.cpu_s if c0 and c1 else 0.0
         ticks = c1.ticks_s - c0.ticks_s if c0 and c1 else 0.0
-        return res, cpu, ticks, (x1 - x0) / max(1e-9, t1 - t0)
+        aux_cpus = len({self.a.aux_cpu, *cpus})
+        return res, cpu, ticks, (x1 - x0) / max(1e-9, t1 - t0) / aux_cpus
 
-    def login(self, proxy: subprocess.Popen[bytes], proto: str, port: int) -> dict[str, Any]:
+    def login(
+        self, proxy: subprocess.Popen[bytes], proto: str, port: int, tls: str | None = None
+    ) -> dict[str, Any]:
+        """A login phase; tls is None, "full" or "resumed" (implicit TLS, TLSv1.3)."""
         a = self.a
-        args = ["login", "--proto", proto, "--port", str(port)]
-        args += ["-c", str(a.concurrency), "-d", str(a.duration)]
-        r, cpu, ticks, aux = self.measured(proxy, args)
+        args = ["login", "--proto", proto, "--port", str(port), "-d", str(a.duration)]
+        if tls:
+            args += ["--tls", tls, "--cafile", a.tls.cert]
+        procs = split_concurrency(a.concurrency, a.gen_procs)
+        if len(procs) > 1:
+            args.append("--lat-samples")
+        parts, cpu, ticks, aux = self.measured_many(
+            proxy, [[*args, "-c", str(c)] for c in procs], a.gen_cpus
+        )
+        r = merge_login_results(parts)
         if not r["ok"]:
             raise RuntimeError(f"no session completed: {r['errors']}")
+        if tls:
+            bad = tls_checks(r, a.tls_sha256, tls == "resumed")
+            if bad:
+                raise RuntimeError("; ".join(bad))
         ok = r["ok"]
+        extra = {k: v for k, v in r.items() if k.startswith("tls_")}
         return {
+            **extra,
             "cpu_us": cpu / ok * 1e6,
             "cpu_ticks_us": ticks / ok * 1e6,
             "rate": r["ok"] / r["elapsed"],
@@ -365,15 +550,26 @@ class Runner:
             "aux_util": aux,
             "lat_p50_ms": r["lat_p50_ms"],
             "lat_p99_ms": r["lat_p99_ms"],
+            "gen_procs": len(procs),
         }
 
-    def download(self, proxy: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
+    def download(
+        self, proxy: subprocess.Popen[bytes], port: int, tls: bool = False
+    ) -> dict[str, Any]:
         args = ["download", "--port", str(port), "--mb", str(self.a.download_mb)]
+        if tls:
+            args += ["--tls", "full", "--cafile", self.a.tls.cert]
         r, cpu, _ticks, aux = self.measured(proxy, args)
         if r["err"]:
             raise RuntimeError(f"FETCH returned {r['bytes']} bytes, not {self.a.download_mb} MiB")
+        if tls:
+            bad = tls_checks(r, self.a.tls_sha256, False)
+            if bad:
+                raise RuntimeError("; ".join(bad))
         mb = r["bytes"] / MiB
+        extra = {k: v for k, v in r.items() if k.startswith("tls_")}
         return {
+            **extra,
             "cpu_ms_per_mb": cpu * 1e3 / max(mb, 1e-9),
             "mb_s": mb / r["elapsed"],
             "mb": mb,
@@ -434,11 +630,17 @@ class Runner:
 
     def phase(self, name: str, proxy: subprocess.Popen[bytes], ports: Ports) -> dict[str, Any]:
         p = ports.proxy
+        if name == "imaps_login":
+            return self.login(proxy, "imap", p["imaps"], "full")
+        if name == "imaps_login_resumed":
+            return self.login(proxy, "imap", p["imaps"], "resumed")
         if name.endswith("_login"):
             proto = name.split("_")[0]
             return self.login(proxy, proto, p[proto])
         if name == "imap_download":
             return self.download(proxy, p["imap"])
+        if name == "imaps_download":
+            return self.download(proxy, p["imaps"], tls=True)
         if name == "latency":
             return self.latency(proxy, p["imap"])
         if name == "memory":
@@ -457,10 +659,12 @@ class Runner:
                 x for x in (os.path.join(REPO, "src"), env.get("PYTHONPATH")) if x
             )
         log(f"start {name}: {shlex.join(argv)}")
-        with open(os.path.join(prefix, "logs", "stdout-stderr.log"), "ab") as out:
+        out_path = os.path.join(prefix, "logs", "stdout-stderr.log")
+        out_start = os.path.getsize(out_path) if os.path.exists(out_path) else 0
+        with open(out_path, "ab") as out:
             proxy = spawn(argv, a.proxy_cpu, a.nofile, out, env=env)
-        res: dict[str, Any] = {"phases": {}, "errors": []}
-        need = {ports.proxy[ph.split("_")[0] if "_login" in ph else "imap"] for ph in a.phases}
+        res: dict[str, Any] = {"phases": {}, "errors": [], "tracebacks": 0}
+        need = {phase_port(ph, ports) for ph in a.phases}
         try:
             if not wait_listening(need, proxy, a.start_timeout):
                 res["errors"].append(
@@ -483,11 +687,44 @@ class Runner:
                     res["errors"].append(f"{ph}: {e}")
                     log(f"  {name:9} {ph:13} FAILED: {e}")
                     continue
+                r["rss_after_mb"] = procstat.mem_sample(proxy.pid).rss / MiB
                 res["phases"][ph] = r
                 log(f"  {name:9} {ph:13} {brief(ph, r)}")
         finally:
             stop(proxy)
+            res["tracebacks"], res["last_exception"] = tracebacks(out_path, out_start)
         return res
+
+
+def phase_port(ph: str, ports: Ports) -> int:
+    """The proxy port a phase talks to."""
+    if ph in TLS_PHASES:
+        return ports.proxy["imaps"]
+    if ph.endswith("_login"):
+        return ports.proxy[ph.split("_")[0]]
+    return ports.proxy["imap"]
+
+
+def count_tracebacks(text: str) -> tuple[int, str]:
+    """Python tracebacks in a proxy's output, and the last exception line."""
+    n, last, inside = 0, "", False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            n += 1
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            last, inside = line.strip(), False
+    return n, last
+
+
+def tracebacks(path: str, start: int) -> tuple[int, str]:
+    """count_tracebacks of what a proxy wrote to path from offset start."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return count_tracebacks(f.read().decode(errors="replace"))
+    except OSError:
+        return 0, ""
 
 
 def last_line(path: str) -> str:
@@ -501,13 +738,16 @@ def last_line(path: str) -> str:
 
 def brief(ph: str, r: dict[str, Any]) -> str:
     """One log line per phase."""
-    if ph.endswith("_login"):
+    tls = ""
+    if r.get("tls_reuse_fraction") is not None:
+        tls = f"  resumed {100 * r['tls_reuse_fraction']:.0f}%"
+    if ph in LOGIN_PHASES:
         return (
             f"{r['rate']:6.0f} sess/s  {r['cpu_us']:6.1f} us/sess  "
             f"util proxy {100 * r['proxy_util']:3.0f}% aux {100 * r['aux_util']:3.0f}%  "
-            f"err {r['errors']}"
+            f"err {r['errors']}{tls}"
         )
-    if ph == "imap_download":
+    if ph in ("imap_download", "imaps_download"):
         return (
             f"{r['mb_s']:6.0f} MiB/s  {r['cpu_ms_per_mb']:6.3f} ms/MiB  "
             f"util proxy {100 * r['proxy_util']:3.0f}% aux {100 * r['aux_util']:3.0f}%"
@@ -548,6 +788,20 @@ def _pick(phase: str, key: str) -> Getter:
     return get
 
 
+def _session_pick(phase: str, key: str) -> Getter:
+    """A login phase's figure; none when more than 1 % of its sessions failed."""
+
+    def get(r: dict[str, Any]) -> float | None:
+        ph = r[phase]
+        errors = ph.get("errors", 0)
+        if errors > 0.01 * (ph.get("sessions", 0) + errors):
+            return None
+        value: float = ph[key]
+        return value
+
+    return get
+
+
 def _level(k: int, key: str) -> Getter:
     def get(r: dict[str, Any]) -> float | None:
         lv = r["memory"]["levels"][str(k)]
@@ -563,10 +817,44 @@ def metrics(phases: Sequence[str], a: argparse.Namespace) -> list[Metric]:
     """The table's rows for the selected phases; target = mailfront/nginx ceiling."""
     out: list[Metric] = []
     for ph in phases:
-        if ph.endswith("_login"):
+        if ph in ("imaps_login", "imaps_login_resumed"):
+            kind = "full" if ph == "imaps_login" else "resumed"
+            out.append(
+                Metric(
+                    ph,
+                    f"IMAPS proxy CPU per TLS login ({kind} handshake)",
+                    "us",
+                    "lower",
+                    _session_pick(ph, "cpu_us"),
+                    1.3,
+                )
+            )
+            out.append(
+                Metric(ph, f"IMAPS {kind} sessions/s (c={a.concurrency})", "1/s", "higher",
+                       _pick(ph, "rate"))
+            )  # fmt: skip
+            if kind == "resumed":
+                out.append(
+                    Metric(ph, "IMAPS handshakes resumed", "", "higher",
+                           _pick(ph, "tls_reuse_fraction"))
+                )  # fmt: skip
+        elif ph == "imaps_download":
+            out.append(
+                Metric(ph, "IMAPS FETCH proxy CPU per MiB (TLS)", "ms", "lower",
+                       _pick(ph, "cpu_ms_per_mb"), 1.2)
+            )  # fmt: skip
+            out.append(Metric(ph, "IMAPS FETCH throughput", "MiB/s", "higher", _pick(ph, "mb_s")))
+        elif ph.endswith("_login"):
             p = ph.split("_")[0].upper()
             out.append(
-                Metric(ph, f"{p} proxy CPU per session", "us", "lower", _pick(ph, "cpu_us"), 1.5)
+                Metric(
+                    ph,
+                    f"{p} proxy CPU per session",
+                    "us",
+                    "lower",
+                    _session_pick(ph, "cpu_us"),
+                    1.5,
+                )
             )
             out.append(
                 Metric(
@@ -770,6 +1058,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     ap.add_argument("--xclient", choices=["on", "off"], default="off")
     ap.add_argument(
+        "--error-log",
+        default="warn",
+        choices=["debug", "info", "notice", "warn", "error"],
+        help="error_log level of both proxies (warn)",
+    )
+    ap.add_argument(
         "--python",
         default=default_python(),
         help="interpreter that runs mailfront (default: the repo's .venv)",
@@ -802,6 +1096,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--workdir", help="configs, logs and results (default: a new temp dir)")
     ap.add_argument("--json", help="results file (default <workdir>/results.json)")
     ap.add_argument("--print-config", action="store_true", help="print the mail config, exit")
+    ap.add_argument(
+        "--tls-key",
+        choices=["ecdsa", "rsa"],
+        default="ecdsa",
+        help="server key of the imaps phases: ECDSA P-256 (default) or RSA 2048",
+    )
+    ap.add_argument(
+        "--gen-procs",
+        type=int,
+        default=1,
+        help="generator processes sharing the -c slots of a login phase (1)",
+    )
+    ap.add_argument(
+        "--gen-cpus",
+        help="CPUs of the login generators, round-robin (default: --aux-cpu)",
+    )
     a = ap.parse_args(argv)
     for k, (normal, quick) in SHORTENED.items():
         if getattr(a, k) is None:
@@ -812,6 +1122,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             ap.error(f"unknown phase {p!r}")
     a.mem_levels = sorted({int(x) for x in str(a.mem_levels).split(",") if x.strip()})
     a.python_gen = sys.executable
+    a.gen_cpus = [int(x) for x in a.gen_cpus.split(",")] if a.gen_cpus else [a.aux_cpu]
+    if a.gen_procs < 1:
+        ap.error("--gen-procs must be at least 1")
+    a.tls = None  # TlsFiles, made by main() when a TLS phase runs
+    a.tls_sha256 = ""
     return a
 
 
@@ -839,9 +1154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in ("logs", "tmp"):
         os.makedirs(os.path.join(workdir, d), exist_ok=True)
     wconn = worker_connections_for(a.nofile, max(a.mem_levels) if "memory" in a.phases else 0)
+    if any(ph in TLS_PHASES for ph in a.phases):
+        try:
+            a.tls = make_cert(os.path.join(workdir, "tls"), a.tls_key)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            log(f"cannot make the TLS certificate: {e}")
+            return 1
+        a.tls_sha256 = cert_sha256(a.tls.cert)
     conf = os.path.join(workdir, "mail.conf")
     with open(conf, "w") as f:
-        f.write(mail_conf(ports, a.nofile, wconn, a.extra_mail, a.xclient, "warn", a.mail_module))
+        f.write(
+            mail_conf(
+                ports, a.nofile, wconn, a.extra_mail, a.xclient, a.error_log, a.mail_module, a.tls
+            )
+        )
     if a.print_config:
         with open(conf) as f:
             print(f.read(), end="")
@@ -943,6 +1269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mailfront bench: {n} round(s), each proxy one process on CPU {a.proxy_cpu}; "
         f"generator, backend and auth_http ({a.auth}) on CPU {a.aux_cpu}; "
         f"c={a.concurrency}, {a.duration:g}s per login phase"
+        + (f"; TLS: {TLS_KEYS[a.tls.kind]} key, TLSv1.3" if a.tls else "")
     )
     print(render_table(table, names))
     if direct:
@@ -954,6 +1281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     for name, runs in raw.items():
         for i, r in enumerate(runs):
+            if r.get("tracebacks"):
+                print(
+                    f"WARNING {name} round {i + 1}: {r['tracebacks']} Python tracebacks in "
+                    f"its output, the last: {r['last_exception'][:200]}"
+                )
             for err in r["errors"]:
                 failed = True
                 print(f"ERROR {name} round {i + 1}: {err}")

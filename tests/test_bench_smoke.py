@@ -1,6 +1,10 @@
 """Smoke tests of bench/'s pure parts: /proc parsing, the config writer, the
 argument defaults, the summary table, the generator's scripts and the mock
-backend's parsers.  No timing is asserted and no benchmark is run."""
+backend's parsers; for the TLS phases, the certificate, the TLS server block
+(both nginx and mailfront accept it), the merging of generator results, and
+session resumption with the generator's per-slot contexts (in memory, and
+against the mock backend served over TLS on loopback).  No timing is asserted
+and no benchmark is run."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +103,8 @@ def test_mail_conf_is_the_contract() -> None:
 
 def test_ports_and_connection_sizing() -> None:
     assert PORTS.backend == {"imap": 32143, "pop3": 32110, "smtp": 32025}
-    assert len(set(PORTS.all())) == 7
+    assert PORTS.proxy["imaps"] == 31993
+    assert len(set(PORTS.all())) == 8
     assert mailbench.worker_connections_for(20000, 8000) == 20000
     assert mailbench.worker_connections_for(1 << 17, 8000) == 32768
     assert mailbench.clamp_levels([1000, 4000, 8000, 12000], 20000) == [1000, 4000, 8000]
@@ -127,6 +133,180 @@ def test_nginx_accepts_both_configs(tmp_path: Path) -> None:
         assert r.returncode == 0, (name, r.stderr)
 
 
+# ---------------------------------------------------------------------- TLS
+needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl CLI")
+TLS = mailbench.TlsFiles("/b/tls/server-ecdsa.crt", "/b/tls/server-ecdsa.key", "ecdsa")
+
+
+def test_tls_server_block_only_with_tls() -> None:
+    plain = mailbench.mail_conf(PORTS, 20000, 20000)
+    assert "ssl" not in plain and "31993" not in plain
+    text = mailbench.mail_conf(PORTS, 20000, 20000, tls=TLS)
+    block = text[text.index("listen 127.0.0.1:31993 ssl;") :]
+    for line in (
+        "protocol imap;",
+        "ssl_certificate /b/tls/server-ecdsa.crt;",
+        "ssl_certificate_key /b/tls/server-ecdsa.key;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_session_tickets on;",
+    ):
+        assert line in block, line
+    # what mailfront's stdlib engine refuses (docs/tls.md) is left at nginx's defaults
+    for word in ("ssl_session_cache", "ssl_session_timeout", "ssl_ecdh_curve", "shared:"):
+        assert word not in text
+    assert text.replace(mailbench.tls_server_block(31993, TLS), "") == plain
+    assert text.count("{") == text.count("}")
+
+
+def test_cert_command() -> None:
+    ec = mailbench.cert_command("ecdsa", "c.pem", "k.pem")
+    assert ec[:3] == ["openssl", "req", "-x509"]
+    assert "ec_paramgen_curve:prime256v1" in ec and "-nodes" in ec
+    assert "subjectAltName=DNS:mail.bench.test" in ec
+    assert "rsa:2048" in mailbench.cert_command("rsa", "c.pem", "k.pem")
+    with pytest.raises(KeyError):
+        mailbench.cert_command("dsa", "c.pem", "k.pem")
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> mailbench.TlsFiles:
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl CLI")
+    return mailbench.make_cert(str(tmp_path_factory.mktemp("tls")), "ecdsa")
+
+
+@needs_openssl
+def test_make_cert_is_p256_for_the_bench_name(tls_files: mailbench.TlsFiles) -> None:
+    text = subprocess.run(
+        ["openssl", "x509", "-in", tls_files.cert, "-noout", "-text"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "prime256v1" in text and "DNS:mail.bench.test" in text
+    sha = mailbench.cert_sha256(tls_files.cert)
+    assert len(sha) == 64 and int(sha, 16) >= 0
+    ctx = ssl.create_default_context(cafile=tls_files.cert)  # a usable trust anchor
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+
+
+@needs_openssl
+@pytest.mark.skipif(
+    not (shutil.which("nginx") and os.path.exists(mailbench.MAIL_MODULE)),
+    reason="Debian's nginx with the mail module is not installed",
+)
+def test_nginx_and_mailfront_accept_the_tls_config(
+    tmp_path: Path, tls_files: mailbench.TlsFiles
+) -> None:
+    conf = tmp_path / "mail.conf"
+    conf.write_text(mailbench.mail_conf(PORTS, 1024, 512, tls=tls_files))
+    for name in ("nginx", "mailfront"):
+        (tmp_path / name / "logs").mkdir(parents=True)
+    nginx = shutil.which("nginx") or "nginx"
+    argv = [nginx, "-t", "-q", "-p", f"{tmp_path}/nginx/", "-c", str(conf)]
+    argv += ["-e", str(tmp_path / "nginx" / "logs" / "error.log")]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, PYTHONPATH=str(BENCH.parent / "src"))
+    argv = [
+        sys.executable,
+        "-m",
+        "mailfront",
+        "-t",
+        "-c",
+        str(conf),
+        "-p",
+        str(tmp_path / "mailfront"),
+    ]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_split_concurrency() -> None:
+    assert mailbench.split_concurrency(50, 1) == [50]
+    assert mailbench.split_concurrency(50, 3) == [17, 17, 16]
+    assert mailbench.split_concurrency(2, 4) == [1, 1]
+    assert sum(mailbench.split_concurrency(7, 7)) == 7
+
+
+def _gen_result(ok: int, lat: list[float], reused: int, full: int) -> dict[str, Any]:
+    return {
+        "ok": ok, "err": 1, "errors": {"ConnectionResetError": 1}, "elapsed": 1.0 + ok / 100,
+        "gen_cpu": 0.5, "lat_p50_ms": 0.0, "lat_p99_ms": 0.0, "lat_ms": lat,
+        "tls_full": full, "tls_reused": reused, "tls_versions": {"TLSv1.3": full + reused},
+        "tls_ciphers": {"TLS_AES_256_GCM_SHA384": full + reused}, "tls_peer_sha256": "ab",
+    }  # fmt: skip
+
+
+def test_merge_login_results() -> None:
+    one = _gen_result(3, [1.0, 2.0, 3.0], 3, 0)
+    assert mailbench.merge_login_results([one]) == one
+    m = mailbench.merge_login_results([one, _gen_result(5, [4.0, 5.0, 6.0, 7.0, 8.0], 4, 1)])
+    assert (m["ok"], m["err"], m["errors"]) == (8, 2, {"ConnectionResetError": 2})
+    assert m["elapsed"] == 1.05 and m["gen_cpu"] == 1.0
+    assert (m["lat_p50_ms"], m["lat_p99_ms"]) == (5.0, 8.0)  # nearest rank over all samples
+    assert (m["tls_full"], m["tls_reused"], m["tls_reuse_fraction"]) == (1, 7, 7 / 8)
+    assert m["tls_versions"] == {"TLSv1.3": 8} and m["tls_peer_sha256"] == "ab"
+    plain = {k: v for k, v in one.items() if not k.startswith("tls_")}
+    assert "tls_full" not in mailbench.merge_login_results([plain, plain])
+
+
+def test_tls_checks() -> None:
+    good = _gen_result(3, [], 0, 3)
+    assert mailbench.tls_checks(good, "ab", False) == []
+    assert mailbench.tls_checks(dict(good, tls_reused=2), "ab", True) == []
+    bad = dict(good, tls_versions={"TLSv1.2": 3}, tls_reused=1, tls_peer_sha256="cd")
+    assert len(mailbench.tls_checks(bad, "ab", False)) == 3
+
+
+def test_count_tracebacks() -> None:
+    text = (
+        "Fatal error on transport TCPTransport\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    g()\n    ^^^\nAttributeError: no early_input\n'
+        "Traceback (most recent call last):\n  File \"y\"\nKeyError: 'k'\nlater output\n"
+    )
+    assert mailbench.count_tracebacks(text) == (2, "KeyError: 'k'")
+    assert mailbench.count_tracebacks("all quiet\n") == (0, "")
+
+
+def test_tls_rows_and_targets() -> None:
+    phases = ["imaps_login", "imaps_login_resumed", "imaps_download"]
+    ms = mailbench.metrics(phases, _args())
+    targets = {m.label: m.target for m in ms}
+    assert targets["IMAPS proxy CPU per TLS login (full handshake)"] == 1.3
+    assert targets["IMAPS proxy CPU per TLS login (resumed handshake)"] == 1.3
+    assert targets["IMAPS FETCH proxy CPU per MiB (TLS)"] == 1.2
+    assert targets["IMAPS handshakes resumed"] is None
+
+    def login(cpu: float, errors: int = 0) -> dict[str, Any]:
+        return {"cpu_us": cpu, "rate": 500.0, "sessions": 1000, "errors": errors,
+                "tls_reuse_fraction": 1.0}  # fmt: skip
+
+    dl = {"cpu_ms_per_mb": 1.5, "mb_s": 700.0}
+    rounds = {
+        "nginx": [{"imaps_login": login(370.0), "imaps_login_resumed": login(370.0),
+                   "imaps_download": dl}],
+        "mailfront": [{"imaps_login": login(444.0), "imaps_login_resumed": login(600.0, 11),
+                       "imaps_download": dict(dl, cpu_ms_per_mb=0.9)}],
+    }  # fmt: skip
+    table = mailbench.summarize(rounds, ["nginx", "mailfront"], ms)
+    rows = {row["metric"]: row for row in table}
+    full = rows["IMAPS proxy CPU per TLS login (full handshake)"]
+    assert full["ratio"]["median"] == pytest.approx(1.2) and full["meets_target"] is True
+    # more than 1 % of the sessions failed: no figure, no ratio, no verdict
+    resumed = rows["IMAPS proxy CPU per TLS login (resumed handshake)"]
+    assert resumed["values"]["mailfront"]["median"] is None and resumed["meets_target"] is None
+    assert rows["IMAPS FETCH proxy CPU per MiB (TLS)"]["meets_target"] is True
+    text = mailbench.render_table(table, ["nginx", "mailfront"])
+    assert "<= 1.3 ok" in text and "<= 1.2 ok" in text
+    assert "<= 1.3\n" in text  # the resumed row: a target, but no verdict without a figure
+
+
+def test_phase_ports() -> None:
+    assert mailbench.phase_port("imaps_login_resumed", PORTS) == 31993
+    assert mailbench.phase_port("imaps_download", PORTS) == 31993
+    assert mailbench.phase_port("pop3_login", PORTS) == 31110
+    assert mailbench.phase_port("memory", PORTS) == 31143
+
+
 # ----------------------------------------------------------- args and table
 def test_quick_shortens_only_what_was_not_given() -> None:
     a = mailbench.parse_args(["--quick", "-d", "2"])
@@ -137,6 +317,14 @@ def test_quick_shortens_only_what_was_not_given() -> None:
     assert b.phases == ["imap_login", "memory"] and b.mem_levels == [1000, 4000]
     with pytest.raises(SystemExit):
         mailbench.parse_args(["--phases", "imap_upload"])
+    c = mailbench.parse_args([])
+    assert c.phases[-3:] == ["imaps_login", "imaps_login_resumed", "imaps_download"]
+    assert c.phases.index("memory") < c.phases.index("imaps_login")  # TLS runs last
+    assert (c.tls_key, c.gen_procs, c.gen_cpus, c.tls) == ("ecdsa", 1, [1], None)
+    d = mailbench.parse_args(["--tls-key", "rsa", "--gen-procs", "2", "--gen-cpus", "1,2"])
+    assert (d.tls_key, d.gen_procs, d.gen_cpus) == ("rsa", 2, [1, 2])
+    with pytest.raises(SystemExit):
+        mailbench.parse_args(["--gen-procs", "0"])
 
 
 def _args(**kw: Any) -> argparse.Namespace:
@@ -331,3 +519,181 @@ def test_mock_auth_http_routes_by_protocol() -> None:
     reply = b"".join(t.out)
     assert reply.startswith(b"HTTP/1.1 204 ") and b"Auth-Status: OK\r\n" in reply
     assert b"Auth-Port: 1025\r\n" in reply and t.closed
+
+
+# -------------------------------------------------- generator's TLS clients
+def test_client_context_is_tls13_only() -> None:
+    ctx = loadgen.client_context(None, resume=True)
+    assert ctx.minimum_version == ctx.maximum_version == ssl.TLSVersion.TLSv1_3
+    assert ctx.verify_mode == ssl.CERT_NONE and ctx.resume
+    assert loadgen.error_kind(ConnectionResetError()) == "ConnectionResetError"
+    assert loadgen.error_kind(RuntimeError("closed at step 1")) == "closed at step 1"
+
+
+def _server_context(files: mailbench.TlsFiles) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(files.cert, files.key)
+    return ctx
+
+
+def _handshake(client: ssl.SSLObject, server: ssl.SSLObject, greeting: bytes) -> bytes:
+    """Pump the memory BIOs until the handshake is done and the greeting is read."""
+    c_in, c_out = client._sslobj_bios  # type: ignore[attr-defined]
+    s_in, s_out = server._sslobj_bios  # type: ignore[attr-defined]
+    done = {"c": False, "s": False}
+    for _ in range(20):
+        for name, obj in (("c", client), ("s", server)):
+            if not done[name]:
+                try:
+                    obj.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        c_out_data, s_out_data = c_out.read(), s_out.read()
+        s_in.write(c_out_data)
+        c_in.write(s_out_data)
+        if done["c"] and done["s"] and not c_out_data and not s_out_data:
+            break
+    server.write(greeting)
+    c_in.write(s_out.read())
+    return client.read(1024)
+
+
+def _pair(
+    ctx: loadgen.SlotContext, server_ctx: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    client = ctx.wrap_bio(bios[0], bios[1], server_hostname=loadgen.TLS_SERVER_NAME)
+    server = server_ctx.wrap_bio(bios[2], bios[3], server_side=True)
+    client._sslobj_bios = (bios[0], bios[1])  # type: ignore[attr-defined]
+    server._sslobj_bios = (bios[2], bios[3])  # type: ignore[attr-defined]
+    return client, server
+
+
+@needs_openssl
+def test_slot_context_resumes_its_newest_tls13_session(tls_files: mailbench.TlsFiles) -> None:
+    server_ctx = _server_context(tls_files)
+    ctx = loadgen.client_context(tls_files.cert, resume=True)
+    stats = loadgen.TlsStats()
+    client, server = _pair(ctx, server_ctx)
+    assert _handshake(client, server, b"* OK hello\r\n") == b"* OK hello\r\n"
+    stats.add(client)
+    assert client.version() == "TLSv1.3" and not client.session_reused
+    ctx.session = client.session  # what TlsScript keeps once the greeting arrived
+    assert ctx.session is not None and ctx.session.has_ticket
+    for _ in range(2):
+        client, server = _pair(ctx, server_ctx)  # wrap_bio is given no session: the slot's
+        _handshake(client, server, b"* OK again\r\n")
+        stats.add(client)
+        assert client.session_reused and server.session_reused
+        ctx.session = client.session
+    res = stats.result()
+    assert (res["tls_full"], res["tls_reused"], res["tls_reuse_fraction"]) == (1, 2, 2 / 3)
+    assert res["tls_versions"] == {"TLSv1.3": 3}
+    assert res["tls_peer_sha256"] == mailbench.cert_sha256(tls_files.cert)
+
+
+class FakeSslObject:
+    def __init__(self, session: object) -> None:
+        self.session = session
+
+
+class FakeTlsTransport(FakeTransport):
+    def __init__(self, obj: FakeSslObject) -> None:
+        super().__init__()
+        self.obj = obj
+
+    def get_extra_info(self, name: str) -> object:
+        return self.obj if name == "ssl_object" else None
+
+
+def test_tls_script_keeps_the_session_seen_with_the_greeting() -> None:
+    class Stats(loadgen.TlsStats):
+        def add(self, obj: Any) -> None:
+            self.full += 1
+
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = loadgen.client_context(None, resume=True)
+        fut: asyncio.Future[Any] = loop.create_future()
+        script = loadgen.TlsScript(loadgen.session_steps("imap"), fut, ctx, Stats())
+        obj = FakeSslObject("ticket-1")
+        script.connection_made(FakeTlsTransport(obj))
+        script.data_received(b"* OK re")
+        assert ctx.session is None  # no whole line yet
+        script.data_received(b"ady\r\n")
+        assert ctx.session == "ticket-1"
+        obj.session = "ticket-2"
+        script.data_received(b"a1 OK done\r\n* BYE\r\na2 OK bye\r\n")
+        assert ctx.session == "ticket-1"  # only the greeting's
+        script.connection_lost(None)
+        assert fut.result() is script and script.stats.full == 1
+    finally:
+        loop.close()
+
+
+def test_prime_retries_failed_slots() -> None:
+    ctxs: list[loadgen.SlotContext | None] = [loadgen.client_context(None, True) for _ in range(3)]
+    calls: list[int] = []
+
+    async def session(ctx: loadgen.SlotContext | None) -> None:
+        assert ctx is not None
+        calls.append(ctxs.index(ctx))
+        if len(calls) == 2:
+            raise ConnectionResetError()
+        ctx.session = "t"  # type: ignore[assignment]
+
+    asyncio.run(loadgen.prime(ctxs, session))
+    assert sorted(calls) == [0, 1, 1, 2]
+
+    async def never(ctx: loadgen.SlotContext | None) -> None:
+        raise ConnectionResetError()
+
+    with pytest.raises(SystemExit, match="3 slots: ConnectionResetError"):
+        asyncio.run(loadgen.prime(ctxs, never, attempts=2))
+
+
+def _loop_factories() -> list[Any]:
+    out: list[Any] = [asyncio.new_event_loop]
+    try:
+        import uvloop  # what the bench runs on
+    except ImportError:  # pragma: no cover
+        return out
+    out.append(uvloop.new_event_loop)
+    return out
+
+
+@needs_openssl
+@pytest.mark.parametrize("loop_factory", _loop_factories())
+@pytest.mark.parametrize("tls", ["full", "resumed"])
+def test_tls_login_phase_against_the_mock_backend_over_tls(
+    tls: str, loop_factory: Any, tls_files: mailbench.TlsFiles
+) -> None:
+    """The generator's TLS login phase on loopback: the mock IMAP backend served with ssl=."""
+
+    async def run() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            mockbackend.ImapServer, "127.0.0.1", 0, ssl=_server_context(tls_files)
+        )
+        port = server.sockets[0].getsockname()[1]
+        ns = argparse.Namespace(
+            proto="imap", host="127.0.0.1", port=port, concurrency=3, duration=0.3,
+            tls=tls, cafile=tls_files.cert, lat_samples=True, no_barrier=True,
+        )  # fmt: skip
+        try:
+            return await loadgen.login_phase(ns, asyncio.StreamReader())
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        res = runner.run(run())
+    assert res["ok"] > 0 and res["err"] == 0, res["errors"]
+    assert res["tls_versions"] == {"TLSv1.3": res["ok"]}
+    assert len(res["lat_ms"]) == res["ok"]
+    assert res["tls_peer_sha256"] == mailbench.cert_sha256(tls_files.cert)
+    if tls == "full":
+        assert res["tls_reused"] == 0
+    else:  # every slot was primed before the barrier: all measured sessions resume
+        assert res["tls_full"] == 0 and res["tls_reuse_fraction"] == 1.0
