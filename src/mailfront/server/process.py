@@ -68,6 +68,13 @@ def make_auth(conf: ServerConf, cache: dict[Any, AuthBackend]) -> AuthBackend:
     return cache[key]
 
 
+def _current_context(lst: Listener, obj: Any, ctx: Any) -> None:
+    """sni_callback: the context of the listener's server in the running configuration."""
+    current = lst.srv.ssl_ctx if lst.srv is not None else None
+    if current is not None and current is not ctx:
+        obj.context = current
+
+
 class Worker:
     """The event loop side: listeners, sessions, signals."""
 
@@ -137,9 +144,7 @@ class Worker:
         loop = self.loop
         self.bind_runtimes(self.config)
         for listener in self.listeners.values():
-            listener.server = await loop.create_server(
-                listener.make_session, sock=listener.sock, backlog=listener.listen.backlog
-            )
+            await self._start_listener(listener)
         for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(sig, self.on_signal, sig)
         await self.stopped
@@ -208,8 +213,26 @@ class Worker:
         self.log.log(NOTICE, "reconfiguring")
 
     async def _start_listener(self, lst: Listener) -> None:
+        """Serve a listening socket; ``listen ... ssl`` gets TLS from the loop itself.
+
+        The loop runs the handshake before the session sees the connection
+        (nothing the client sends can reach the session in clear).  The
+        context given here stays the socket's for good; a reload that brings
+        new certificates takes effect through its ``sni_callback``, which
+        OpenSSL calls for every ClientHello and which moves the connection to
+        the context of the listener's current server.
+        """
+        srv = lst.srv
+        assert srv is not None
+        ssl_ctx = srv.ssl_ctx if lst.listen.ssl else None
+        if ssl_ctx is not None:
+            ssl_ctx.sni_callback = lambda obj, _name, ctx: _current_context(lst, obj, ctx)
         lst.server = await self.loop.create_server(
-            lst.make_session, sock=lst.sock, backlog=lst.listen.backlog
+            lst.make_session,
+            sock=lst.sock,
+            backlog=lst.listen.backlog,
+            ssl=ssl_ctx,
+            ssl_handshake_timeout=srv.conf.timeout if ssl_ctx is not None else None,
         )
 
     def close_listeners(self) -> None:

@@ -3,9 +3,20 @@
 The session drives the sans-IO machines of ``protocol/`` from asyncio
 Protocol callbacks.  A login costs one coroutine (``_login``), from the
 client's auth command to the backend's TCP connect; the auth phase before it
-and the backend login after it run in callbacks.  Once logged in, the two
-transports are handed to ``relay.Pipe`` objects and the session parks no
-task: the relay runs in ``data_received`` callbacks only.
+and the backend login after it run in callbacks.
+
+The relay.  Once logged in, ``relaying`` is set and each side's
+``data_received`` writes what it reads straight to the other transport: no
+task is parked per session and nothing is buffered beyond the transports'
+own write buffers.  When a side's write buffer goes over its high-water mark
+(``proxy_buffer`` towards the client, the client buffer towards the
+backend), asyncio calls ``pause_writing`` on that side's protocol, which
+pauses reading on the other side.  Reads are as large as the loop makes them
+(uvloop: 256 KiB).  An EOF or an error on either side ends the session once
+what is pending has been written (``transport.close()`` flushes).  The same
+two protocol objects serve the login and the relay: swapping protocols
+(``set_protocol``) would cost poll changes per login and two objects per
+session.
 """
 
 from __future__ import annotations
@@ -25,7 +36,6 @@ from mailfront.protocol import sasl
 from mailfront.protocol.auth_http import holds_password, requery_request
 from mailfront.protocol.base import Next, UpNext
 from mailfront.server.log import ERR, INFO
-from mailfront.server.relay import Pipe
 
 if TYPE_CHECKING:
     from mailfront.server.app import ServerRuntime
@@ -62,6 +72,7 @@ class Session(asyncio.Protocol):
         "last",
         "login",
         "machine",
+        "relaying",
         "srv",
         "starttls",
         "task",
@@ -84,6 +95,7 @@ class Session(asyncio.Protocol):
         self.closed = False
         self.greeted = False
         self.held = -1  # bytes read from the client during a login, -1 outside one
+        self.relaying = False
         self.login = b""
         self.action: str | None = "sending client greeting line"
         self.upstream_text = ""
@@ -147,36 +159,33 @@ class Session(asyncio.Protocol):
         if srv.needs_salt:
             salt = sasl.make_salt(random.getrandbits(31), int(time.time()), conf.server_name)
         self.machine = srv.machine_cls(conf, salt, srv.listen_ssl)
-        if srv.listen_ssl or srv.resolver is not None:
+        if srv.listen_ssl:  # the loop has done the handshake (Worker._start_listener)
+            self.action = "SSL handshaking"
+            if not self._check_client_cert():
+                return
+        if srv.resolver is not None:
+            # what an SMTP client says while it is resolved waits, as in nginx
+            transport.pause_reading()  # type: ignore[attr-defined]
             self.task = srv.loop.create_task(self._prelude())
             return
         self._before_greeting()
 
     async def _prelude(self) -> None:
-        """What comes before the greeting: the TLS handshake, the client's name (SMTP)."""
+        """SMTP with ``resolver``: the client's name, before the greeting (reading paused)."""
         srv = self.srv
-        if srv.listen_ssl:
-            self.action = "SSL handshaking"
-            if not await self._handshake():
-                return
-        if srv.resolver is not None:
-            # as nginx, the client is not read while it is resolved: what it
-            # sends meanwhile is read after the greeting (or, during a
-            # greeting delay, rejected)
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self.action = "in resolving client address"
-            resolved = await srv.resolver(srv.conf, self.client)
-            self.transport.resume_reading()
-            self.client_host = resolved.host
-            for level, action, msg in resolved.logs:
-                self.action = action
-                self.log(level, msg)
+        self.action = "in resolving client address"
+        resolved = await srv.resolver(srv.conf, self.client)
+        self.client_host = resolved.host
+        for level, action, msg in resolved.logs:
+            self.action = action
+            self.log(level, msg)
         self.task = None
+        assert self.transport is not None
+        self.transport.resume_reading()
         self._before_greeting()
 
     async def _handshake(self) -> bool:
-        """TLS on the client connection (implicit TLS or STARTTLS); False if it failed."""
+        """STARTTLS on the client connection; False if it failed."""
         srv = self.srv
         assert self.transport is not None and srv.ssl_ctx is not None
         try:
@@ -201,15 +210,21 @@ class Session(asyncio.Protocol):
             self.close()
             return False
         self.transport = tls
+        return self._check_client_cert()
+
+    def _check_client_cert(self) -> bool:
+        """``ngx_mail_verify_cert`` after a handshake: False if the session was refused."""
         from mailfront.server.tls import check_client_cert, rejection_line
 
-        rejected = check_client_cert(tls.get_extra_info("ssl_object"), srv.conf)
-        if rejected is not None:  # ngx_mail_verify_cert: answer in the protocol, then close
-            self.log(INFO, rejected.log)
-            tls.write(rejection_line(srv.conf.protocol, rejected.kind))
-            self.close()
-            return False
-        return True
+        srv = self.srv
+        assert self.transport is not None
+        rejected = check_client_cert(self.transport.get_extra_info("ssl_object"), srv.conf)
+        if rejected is None:
+            return True
+        self.log(INFO, rejected.log)  # then answer in the protocol, and close
+        self.transport.write(rejection_line(srv.conf.protocol, rejected.kind))
+        self.close()
+        return False
 
     async def _starttls(self) -> None:
         self.starttls = True
@@ -241,6 +256,10 @@ class Session(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.relaying:
+            self.up_transport.write(data)  # type: ignore[union-attr]
+            self.active = True  # proxy_timeout starts again (see _relay_timer)
+            return
         machine = self.machine
         if machine is None:
             return
@@ -255,7 +274,7 @@ class Session(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.pause_reading()
             return
-        if not self.greeted:  # SMTP: talked before the delayed greeting
+        if not self.greeted:  # only during smtp_greeting_delay: reading is paused otherwise
             machine.early_input(data)
             self._output(machine)
             self.close()
@@ -296,7 +315,18 @@ class Session(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close()
+        if self.relaying:
+            self.relay_done()
+        else:
+            self.close()
+
+    def pause_writing(self) -> None:  # the client reads slower than the backend sends
+        if self.relaying:
+            self.up_transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        if self.relaying:
+            self.up_transport.resume_reading()  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Close both sides (after their pending output) and forget the session."""
@@ -464,10 +494,7 @@ class Session(asyncio.Protocol):
             self.timer.cancel()
         self.log(INFO, "client logged in")
         self.action = "proxying"
-        to_client = Pipe(self, client)  # reads the backend
-        to_up = Pipe(self, up)  # reads the client
-        client.set_protocol(to_up)
-        up.set_protocol(to_client)
+        self.relaying = True
         client.set_write_buffer_limits(high=conf.proxy_buffer)
         up.set_write_buffer_limits(high=self.srv.client_buffer)
         if leftover:
@@ -482,7 +509,7 @@ class Session(asyncio.Protocol):
     def _relay_timer(self) -> None:
         """proxy_timeout without a clock read per relayed chunk.
 
-        The pipes only set ``active``; this timer runs every eighth of the
+        The relay only sets ``active``; this timer runs every eighth of the
         timeout and takes "active since the last check" as "active now", so
         the session ends between proxy_timeout and 9/8 of it after its last
         byte.
@@ -510,7 +537,7 @@ class Session(asyncio.Protocol):
 
 
 class _Backend(asyncio.Protocol):
-    """The backend connection during the login; replaced by a Pipe afterwards."""
+    """The backend connection: the login, then its half of the relay."""
 
     __slots__ = ("session",)
 
@@ -521,13 +548,29 @@ class _Backend(asyncio.Protocol):
         self.session.upstream_made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        self.session.upstream_data(data)
+        session = self.session
+        if session.relaying:
+            session.transport.write(data)  # type: ignore[union-attr]
+            session.active = True
+            return
+        session.upstream_data(data)
 
     def eof_received(self) -> bool | None:
         return None
 
+    def pause_writing(self) -> None:  # the backend reads slower than the client sends
+        if self.session.relaying:
+            self.session.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        if self.session.relaying:
+            self.session.transport.resume_reading()  # type: ignore[union-attr]
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.upstream_lost()
+        if self.session.relaying:
+            self.session.relay_done()
+        else:
+            self.session.upstream_lost()
 
 
 SessionFactory = Callable[[], Session]
