@@ -551,6 +551,7 @@ class Runner:
             "lat_p50_ms": r["lat_p50_ms"],
             "lat_p99_ms": r["lat_p99_ms"],
             "gen_procs": len(procs),
+            "gen_cpu_us": r["gen_cpu"] / ok * 1e6,  # the generator's own CPU per session
         }
 
     def download(
