@@ -699,10 +699,14 @@ def test_curl_starttls_smtp(env: Env, smtp_backend: Postfix, tmp_path: Path) -> 
     assert b"Received: from curl.test (" in delivered(smtp_backend, subj)
 
 
-@pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_plain_session_has_no_auth_ssl(env: Env, protocol: str) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_plain_session_has_no_auth_ssl(
+    env: Env, protocol: str, request: pytest.FixtureRequest
+) -> None:
     """A login in plain text on a "starttls on" server: no Auth-SSL headers, no
     "using starttls" in its log lines."""
+    if protocol == "smtp":
+        request.getfixturevalue("smtp_backend")
     n = len(env.auth.requests)
     port = env.port(protocol, "tls")
     line = f"client logged in, client: 127.0.0.1, server: 127.0.0.1:{port}, "
@@ -1137,18 +1141,6 @@ def test_handshake_that_never_finishes_times_out(env: Env) -> None:
     assert env.mf.wait_log(line).count(line) >= 2
 
 
-# -- last: the whole log -----------------------------------------------------------------------
-
-
-def test_log_never_holds_a_password(env: Env) -> None:
-    log = env.mf.log()
-    assert "client logged in" in log and "using starttls" in log
-    for secret in (*DEMO_USERS.values(), base64.b64encode(b"\0alice\0" + PASS.encode()).decode()):
-        assert secret not in log
-    assert "Traceback" not in env.mf.output()
-    assert env.mf.proc is not None and env.mf.proc.poll() is None
-
-
 # -- the README's curl lines -------------------------------------------------------------------
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -1172,6 +1164,23 @@ def test_readme_tls_curl_lines(env: Env, dovecot: Dovecot) -> None:
         assert out.returncode == 0, out.stderr
         assert out.stdout == first.data
     # the second line without --ssl-reqd: curl would not log in in plain text here
-    plain = lines[1].replace("--ssl-reqd ", "").replace(":143/", f":{env.port('imap', 'only')}/")
-    out = subprocess.run(plain + " -sS", shell=True, capture_output=True, timeout=30)
+    plain = (
+        lines[1]
+        .replace("--ssl-reqd ", "")
+        .replace(":143/", f":{env.port('imap', 'only')}/")
+        .replace("ca.pem", str(env.pki.ca.path))
+    )
+    out = run("sh", "-c", plain + " -sS")
     assert out.returncode == 67, out.stderr  # CURLE_LOGIN_DENIED: LOGINDISABLED
+
+
+# -- last: the whole log -----------------------------------------------------------------------
+
+
+def test_log_never_holds_a_password(env: Env) -> None:
+    log = env.mf.log()
+    assert "client logged in" in log and "using starttls" in log
+    for secret in (*DEMO_USERS.values(), base64.b64encode(b"\0alice\0" + PASS.encode()).decode()):
+        assert secret not in log
+    assert "Traceback" not in env.mf.output()
+    assert env.mf.proc is not None and env.mf.proc.poll() is None
