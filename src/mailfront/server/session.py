@@ -26,6 +26,7 @@ import errno
 import itertools
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,24 @@ def sockaddr_text(addr: Any, with_port: bool) -> str:
             return f"[{host}]:{addr[1]}" if with_port else host
         return f"{host}:{addr[1]}" if with_port else host
     return "unix:" + (addr if isinstance(addr, str) else "")
+
+
+def handshake_error(e: BaseException) -> str:
+    """How nginx logs a failed TLS handshake (ngx_ssl_handshake, ngx_ssl_connection_error)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"client SSL certificate verify error: ({e.verify_code}:{e.verify_message})"
+    if isinstance(e, ssl.SSLEOFError | ConnectionAbortedError | ConnectionResetError):
+        code = e.errno if isinstance(e, ConnectionResetError) else None
+        if code:
+            return f"peer closed connection in SSL handshake ({code}: {os.strerror(code)})"
+        return "peer closed connection in SSL handshake"
+    if isinstance(e, ssl.SSLError):
+        return f"SSL_do_handshake() failed (SSL: {e.reason or e})"
+    return (
+        f"SSL_do_handshake() failed ({e.errno}: {e.strerror})"
+        if isinstance(e, OSError) and e.errno
+        else f"SSL_do_handshake() failed ({e})"
+    )
 
 
 class Session(asyncio.Protocol):
@@ -203,7 +222,7 @@ class Session(asyncio.Protocol):
             return False
         except (OSError, ConnectionError) as e:  # ssl.SSLError is an OSError
             if not self.closed:
-                self.log(INFO, f"SSL_do_handshake() failed ({e})")
+                self.log(INFO, handshake_error(e))
                 self.close()
             return False
         if tls is None:  # the connection went away during the handshake
