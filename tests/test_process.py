@@ -132,3 +132,38 @@ def test_daemon_and_signal_flag(dovecot, tmp_path: Path) -> None:  # type: ignor
         out = subprocess.run([*cmd, "-s", "quit"], capture_output=True, timeout=20)
         assert out.returncode == 0, out.stderr
         wait_gone(pid_path)
+
+
+def test_reload_turns_tls_on_for_a_socket_that_stays(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    from support.certs import Pki
+
+    pki = Pki(tmp_path / "pki")
+    server = pki.server("127.0.0.1")
+    ctx = ssl.create_default_context(cafile=str(pki.ca.path))
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1 = free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1])
+        with mf:
+            login(p1).logout()  # plain
+            text = mf.conf.read_text()
+            mf.conf.write_text(
+                text.replace(f"listen 127.0.0.1:{p1};", f"listen 127.0.0.1:{p1} ssl;").replace(
+                    "auth_http ",
+                    f"ssl_certificate {server.cert}; ssl_certificate_key {server.key};\nauth_http ",
+                )
+            )
+            mf.signal(signal.SIGHUP)
+            mf.wait_log("reconfiguring")
+            deadline = time.monotonic() + 5
+            while True:  # the same port now speaks TLS from the first byte
+                try:
+                    m = imaplib.IMAP4_SSL("127.0.0.1", p1, ssl_context=ctx, timeout=5)
+                    break
+                except (ssl.SSLError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            assert m.login("alice", PASS)[0] == "OK"
+            m.logout()

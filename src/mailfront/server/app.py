@@ -131,6 +131,13 @@ class Listener:
         assert self.srv is not None
         return Session(self.srv)
 
+    def close(self) -> None:
+        """Stop accepting: the loop's server (and its copy of the socket), then the socket."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.sock.close()
+
 
 def open_socket(ls: Listen) -> socket.socket:
     """Create, bind and listen, as nginx's ngx_open_listening_sockets does."""

@@ -198,9 +198,7 @@ class Worker:
             return
         gone = [k for k in self.listeners if k not in plan]
         for key in gone:
-            lst = self.listeners.pop(key)
-            if lst.server is not None:
-                lst.server.close()
+            self.listeners.pop(key).close()
         self.listeners.update(opened)
         self.ssl_contexts = ssl_contexts
         try:
@@ -210,6 +208,15 @@ class Worker:
             return
         for lst in opened.values():
             self.loop.create_task(self._start_listener(lst))
+        for key, (ls, _pairs) in plan.items():
+            lst = self.listeners[key]
+            if key not in opened and ls.ssl != lst.listen.ssl:
+                # "ssl" added to or removed from a socket that stays: serve it anew
+                # (the bound socket is kept; connections wait in its backlog)
+                lst.listen = ls
+                if lst.server is not None:
+                    lst.server.close()
+                self.loop.create_task(self._start_listener(lst))
         self.log.log(NOTICE, "reconfiguring")
 
     async def _start_listener(self, lst: Listener) -> None:
@@ -229,7 +236,7 @@ class Worker:
             ssl_ctx.sni_callback = lambda obj, _name, ctx: _current_context(lst, obj, ctx)
         lst.server = await self.loop.create_server(
             lst.make_session,
-            sock=lst.sock,
+            sock=lst.sock.dup(),  # the server closes its copy; the bound socket stays ours
             backlog=lst.listen.backlog,
             ssl=ssl_ctx,
             ssl_handshake_timeout=srv.conf.timeout if ssl_ctx is not None else None,
@@ -237,10 +244,7 @@ class Worker:
 
     def close_listeners(self) -> None:
         for lst in self.listeners.values():
-            if lst.server is not None:
-                lst.server.close()
-            else:
-                lst.sock.close()
+            lst.close()
 
     def graceful(self) -> None:
         self.close_listeners()
