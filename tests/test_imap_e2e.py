@@ -32,6 +32,8 @@ class Router:
     def __call__(self, h: dict[str, str]) -> list[tuple[str, str]] | bytes:
         if self.mode == "garbage":
             return b"HTTP/1.0 200 OK\r\nAuth_Status: OK\r\n\r\n"
+        if self.mode == "rename-fail":
+            return [("Auth-Status", "No such mailbox"), ("Auth-User", "renamed")]
         if self.mode == "bad-server":
             return [("Auth-Status", "OK"), ("Auth-Server", "backend.example"), ("Auth-Port", "143")]
         if self.mode == "refused":
@@ -344,3 +346,16 @@ def test_proxy_timeout_ends_idle_relayed_sessions_only(env) -> None:  # type: ig
         m.noop()
     m.shutdown()
     mf.wait_log("client timed out (110: Connection timed out) while proxying, client: 127.0.0.1")
+
+
+def test_auth_user_in_an_error_answer_names_the_login_in_the_log(env) -> None:  # type: ignore[no-untyped-def]
+    mf, _auth, router, port = env
+    router.mode = "rename-fail"
+    s = connect(port)
+    read_line(s)
+    s.sendall(b"a1 LOGIN alice " + PASS.encode() + b"\r\n")
+    assert read_all(s) == b"a1 NO No such mailbox\r\n"
+    mf.wait_log(
+        'client login failed: "No such mailbox" while in http auth state, client: 127.0.0.1, '
+        f'server: 127.0.0.1:{port}, login: "renamed"'
+    )

@@ -403,6 +403,8 @@ class Session(asyncio.Protocol):
                     self.log(ERR, str(e))
                 self.internal_error()
                 return
+            if res.user is not None:  # nginx takes Auth-User into s->login at once
+                machine.login = self.login = res.user
             if res.status is Status.WAIT:
                 await asyncio.sleep(res.wait or 0)
                 req = machine.auth = requery_request(req, res)
