@@ -167,3 +167,65 @@ def test_reload_turns_tls_on_for_a_socket_that_stays(dovecot, tmp_path: Path) ->
                     time.sleep(0.1)
             assert m.login("alice", PASS)[0] == "OK"
             m.logout()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with AuthServer(route_to(dovecot.imap_port)) as auth:
+        p1, p2 = free_port(), free_port()
+        mf = Mailfront(tmp_path, block(auth, p1), [p1], main="worker_processes 2;")
+        mf.conf.write_text(mf.conf.read_text().replace("master_process off;", "master_process on;"))
+        with mf:
+            assert mf.proc is not None
+            master = mf.proc.pid
+            assert (tmp_path / "mailfront.pid").read_text() == f"{master}\n"
+            mf.wait_log("start worker process")
+            deadline = time.monotonic() + 5
+            while len(_children(master)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            first = _children(master)
+            assert len(first) == 2
+            held = login(p1)
+            for _ in range(4):
+                login(p1).logout()
+            # reload: a new generation of workers with the new server; the old ones
+            # finish their sessions
+            good = mf.conf.read_text()
+            mf.conf.write_text(
+                good.replace(
+                    f"server {{ listen 127.0.0.1:{p1}",
+                    f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
+                    f"server {{ listen 127.0.0.1:{p1}",
+                    1,
+                )
+            )
+            mf.signal(signal.SIGHUP)
+            wait_port(p2)
+            login(p2).logout()
+            assert held.noop()[0] == "OK"  # served by an old worker, still there
+            held.logout()
+            deadline = time.monotonic() + 10
+            while set(first) & set(_children(master)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not set(first) & set(_children(master))  # the old generation is gone
+            assert len(_children(master)) == 2
+            # a broken configuration keeps the workers
+            mf.conf.write_text(good.replace("protocol imap;", "protocol imap; bogus 1;", 1))
+            mf.signal(signal.SIGHUP)
+            mf.wait_log('unknown directive "bogus"')
+            login(p1).logout()
+            # a worker killed unasked comes back
+            victim = _children(master)[0]
+            os.kill(victim, signal.SIGKILL)
+            mf.wait_log(f"worker process {victim} exited on signal 9")
+            deadline = time.monotonic() + 5
+            while len(_children(master)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(_children(master)) == 2
+            mf.signal(signal.SIGQUIT)
+            assert mf.proc.wait(10) == 0
+            assert not (tmp_path / "mailfront.pid").exists()

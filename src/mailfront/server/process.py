@@ -10,9 +10,10 @@ Signals, as nginx's:
   get the new one, running sessions keep theirs;
 - ``USR1``: reopen the log files.
 
-For now one process serves everything (``master_process`` and
-``worker_processes`` are read, and the code is laid out so that a master can
-fork workers around ``Worker``).
+With ``master_process on`` (nginx's default) a master process
+(``server/master.py``) forks ``worker_processes`` workers, each running a
+``Worker`` on the shared listening sockets, and handles the signals as
+nginx's master does; with ``master_process off`` one process does it all.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Worker:
         self.logs: list[Log] = []
         # the SSL context of each TLS server, by id(ServerConf): cli.build_ssl_contexts
         self.ssl_contexts: dict[int, Any] = {}
+        self.managed = False  # a worker under a master: HUP is the master's
 
     def bind_runtimes(self, config: Config) -> None:
         """Point every listener at the runtime of its server(s) in ``config``."""
@@ -152,6 +154,8 @@ class Worker:
     def on_signal(self, sig: int) -> None:
         name = SIGNAL_NAMES.get(sig, str(sig))
         if sig == signal.SIGHUP:
+            if self.managed:
+                return
             self.log.log(NOTICE, f"signal {int(sig)} ({name}) received, reconfiguring")
             self.reload()
         elif sig == signal.SIGUSR1:
@@ -342,6 +346,38 @@ def run(
         except OSError as e:
             log.log(EMERG, f'open() "{pid_path}" failed ({e.errno}: {e.strerror})')
             return 1
+    if ssl_contexts is None:
+        from mailfront.cli import build_ssl_contexts
+
+        ssl_contexts = build_ssl_contexts(config)
+    try:
+        if config.main.master_process:
+            from mailfront.server.master import Master
+
+            code = Master(config, log, listeners, directives, ssl_contexts).run()
+        else:
+            code = serve(config, log, listeners, directives, ssl_contexts)
+    finally:
+        if pid_path:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_path)
+        log.log(NOTICE, "exit")
+        sys.stderr.flush()
+    return code
+
+
+def serve(
+    config: Config,
+    log: Log,
+    listeners: dict[Any, Listener],
+    directives: str | None,
+    ssl_contexts: dict[int, Any],
+    managed: bool = False,
+) -> int:
+    """Run the event loop of one process until it is stopped; the exit code.
+
+    ``managed``: a worker under a master, which handles HUP itself.
+    """
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     gc.collect()
@@ -350,11 +386,8 @@ def run(
     code = 0
     try:
         worker = Worker(config, log, listeners, directives)
-        if ssl_contexts is None:
-            from mailfront.cli import build_ssl_contexts
-
-            ssl_contexts = build_ssl_contexts(config)
         worker.ssl_contexts = ssl_contexts
+        worker.managed = managed
         loop.run_until_complete(worker.serve())
     except Exception as e:
         log.log(EMERG, f"{type(e).__name__}: {e}")
@@ -366,9 +399,4 @@ def run(
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
-        if pid_path:
-            with contextlib.suppress(OSError):
-                os.unlink(pid_path)
-        log.log(NOTICE, "exit")
-        sys.stderr.flush()
     return code
