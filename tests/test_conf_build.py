@@ -367,16 +367,16 @@ def test_not_supported_yet(tmp_path: Path) -> None:
          '"ssl_session_ticket_key" directive is not supported yet'),
         ("ssl_certificate_compression on;",
          '"ssl_certificate_compression on" is not supported yet'),
-        ("proxy_protocol on;", '"proxy_protocol on" is not supported yet'),
-        ("set_real_ip_from 10.0.0.0/8;", '"set_real_ip_from" directive is not supported yet'),
-        ("listen 127.0.0.1:10994 proxy_protocol;",
-         'the "proxy_protocol" parameter of the "listen" directive is not supported yet'),
     ]:  # fmt: skip
         e = error(tmp_path, MINIMAL.replace("listen 127.0.0.1:143;",
                                             "listen 127.0.0.1:143;\n" + line))  # fmt: skip
         assert str(e) == f"{message} in {path}:7"
     s = server(load(tmp_path, MINIMAL.replace("listen", "starttls OFF; resolver off;\nlisten")))
     assert s.starttls is Starttls.OFF and s.resolver is None
+    s = server(load(tmp_path, MINIMAL.replace(
+        "listen 127.0.0.1:143;",
+        "listen 127.0.0.1:143 proxy_protocol; proxy_protocol v2; set_real_ip_from 10.0.0.0/8;")))
+    assert s.proxy_protocol == 2 and s.listen[0].proxy_protocol and len(s.set_real_ip_from) == 1
     e = error(tmp_path, "user root root;\n" + MINIMAL)
     assert str(e) == f'"user" directive is not supported yet in {path}:1'
 

@@ -67,13 +67,12 @@ EV = Ctx.EVENTS
 # Directives accepted only with these values for now (compared case-insensitively);
 # any other value is refused as "not supported yet".  Delete an entry to enable it.
 SUPPORTED_VALUES_ONLY: dict[str, frozenset[str]] = {
-    "proxy_protocol": frozenset({"off"}),
     # OpenSSL 3.0 and the stdlib have no certificate compression
     "ssl_certificate_compression": frozenset({"off"}),
 }
 
 # listen parameters refused as "not supported yet".  Delete one to enable it.
-UNSUPPORTED_LISTEN_PARAMS: frozenset[str] = frozenset({"proxy_protocol", "multipath"})
+UNSUPPORTED_LISTEN_PARAMS: frozenset[str] = frozenset({"multipath"})
 
 IMAP_AUTH = {
     "plain": AUTH_PLAIN_ENABLED,
@@ -224,7 +223,7 @@ TABLE: tuple[Directive, ...] = (
          "mail_proxy", "on | off | v2", "off"),
     # --- ngx_mail_realip_module -------------------------------------------------
     _row("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "mail_realip",
-         "address | CIDR | unix:", supported=False),
+         "address | CIDR | unix:"),
     # --- ngx_mail_imap_module ---------------------------------------------------
     _row("imap_client_buffer", MS, TAKE1, size("imap_client_buffer"), "mail_imap", "size",
          "page size (4k)"),

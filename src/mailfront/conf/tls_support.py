@@ -105,6 +105,9 @@ def stdlib_refusals(conf: ServerConf) -> list[ConfError]:
         out.append('"ssl_verify_client optional_no_ca"')
     if conf.ssl_conf_command:
         out.append('"ssl_conf_command" directive')
+    if any(ls.ssl and ls.proxy_protocol for ls in conf.listen):
+        # the loop runs the TLS handshake from the first byte (docs/tls.md)
+        out.append('"listen ... ssl proxy_protocol"')
     return [
         ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
     ]

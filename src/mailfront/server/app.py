@@ -31,6 +31,7 @@ class ServerRuntime:
         "by_addr",
         "client_buffer",
         "conf",
+        "listen_proxy_protocol",
         "listen_ssl",
         "log",
         "loop",
@@ -61,6 +62,7 @@ class ServerRuntime:
         self.protocol_name = conf.protocol.value
         self.by_addr: dict[str, ServerRuntime] | None = None
         self.listen_ssl = False  # the listen socket of this runtime has "ssl"
+        self.listen_proxy_protocol = False  # ... and "proxy_protocol"
         self.ssl_ctx: Any = None  # ssl.SSLContext for "listen ... ssl" and STARTTLS
         # SMTP with "resolver": resolver.resolve_client_host, run before the greeting
         self.resolver: Any = None

@@ -120,6 +120,7 @@ class Worker:
                     self.sessions,
                 )
                 rt.listen_ssl = ls.ssl
+                rt.listen_proxy_protocol = ls.proxy_protocol
                 rt.ssl_ctx = self.ssl_contexts.get(id(srvconf))
                 if ls.wildcard or ls is listener.listen:
                     default = rt

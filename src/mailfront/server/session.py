@@ -84,6 +84,7 @@ class Session(asyncio.Protocol):
         "attempt",
         "client",
         "client_host",
+        "client_port",
         "closed",
         "conn",
         "greeted",
@@ -91,6 +92,9 @@ class Session(asyncio.Protocol):
         "last",
         "login",
         "machine",
+        "pp",
+        "pp_rest",
+        "proxy",
         "relaying",
         "srv",
         "starttls",
@@ -120,6 +124,10 @@ class Session(asyncio.Protocol):
         self.upstream_text = ""
         self.client = ""
         self.client_host = b"[UNAVAILABLE]"  # SMTP's Client-Host / XCLIENT NAME
+        self.client_port = 0
+        self.pp: bytes | None = None  # PROXY header bytes read so far (listen ... proxy_protocol)
+        self.pp_rest = b""  # what followed the PROXY header, for after the greeting
+        self.proxy: Any = None  # the PROXY header's addresses (protocol.proxy_protocol)
         self.starttls = False
         self.conn = 0
         self.last = 0.0
@@ -167,6 +175,8 @@ class Session(asyncio.Protocol):
         self.conn = next(_conn_numbers)
         peer = transport.get_extra_info("peername")
         self.client = sockaddr_text(peer, False)
+        if isinstance(peer, tuple):
+            self.client_port = peer[1]
         if srv.log.level >= INFO:
             srv.log.log(
                 INFO,
@@ -182,12 +192,54 @@ class Session(asyncio.Protocol):
             self.action = "SSL handshaking"
             if not self._check_client_cert():
                 return
+        if srv.listen_proxy_protocol:  # the PROXY header comes first
+            self.pp = b""
+            self.action = "reading PROXY protocol"
+            self.timer = srv.loop.call_later(conf.timeout, self._timed_out)
+            return
+        self._after_accept()
+
+    def _after_accept(self) -> None:
+        srv = self.srv
         if srv.resolver is not None:
             # what an SMTP client says while it is resolved waits, as in nginx
-            transport.pause_reading()  # type: ignore[attr-defined]
+            assert self.transport is not None
+            self.transport.pause_reading()
             self.task = srv.loop.create_task(self._prelude())
             return
         self._before_greeting()
+
+    def _proxy_header(self, data: bytes) -> None:
+        """``listen ... proxy_protocol``: the header, then realip, then the greeting."""
+        from mailfront.protocol.proxy_protocol import (
+            ProxyProtocolError,
+            parse,
+            realip_addr,
+            trusted,
+        )
+
+        buf = (self.pp or b"") + data
+        try:
+            res = parse(buf, final=True)  # nginx reads the header from one read
+        except ProxyProtocolError as e:
+            if e.message:
+                self.log(e.level, e.message)
+            self.close()
+            return
+        assert res is not None
+        self.pp = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.proxy = res
+        srv = self.srv
+        if res.src_addr is not None and trusted(self.client, srv.conf.set_real_ip_from):
+            addr = realip_addr(res.src_addr)  # ngx_mail_realip_handler
+            if addr is not None:
+                self.client = addr
+                self.client_port = res.src_port
+        self.pp_rest = buf[res.length :]
+        self._after_accept()
 
     async def _prelude(self) -> None:
         """SMTP with ``resolver``: the client's name, before the greeting (reading paused)."""
@@ -256,11 +308,16 @@ class Session(asyncio.Protocol):
 
     def _before_greeting(self) -> None:
         conf = self.srv.conf
+        rest, self.pp_rest = self.pp_rest, b""
         if conf.protocol is Protocol.SMTP and conf.smtp_greeting_delay > 0:
             self.action = "sending client greeting line"
             self.timer = self.srv.loop.call_later(conf.smtp_greeting_delay, self._greet)
+            if rest:  # sent with the PROXY header: before the greeting
+                self.data_received(rest)
             return
         self._greet()
+        if rest:  # what followed the PROXY header is read after the greeting
+            self.data_received(rest)
 
     def _greet(self) -> None:
         assert self.transport is not None
@@ -281,6 +338,9 @@ class Session(asyncio.Protocol):
             return
         machine = self.machine
         if machine is None:
+            return
+        if self.pp is not None:
+            self._proxy_header(data)
             return
         if self.held >= 0:
             # A login is under way: nginx leaves such input in the socket; we
@@ -379,6 +439,10 @@ class Session(asyncio.Protocol):
         info = SessionInfo(srv.protocol_name, self.client)
         if srv.conf.protocol is Protocol.SMTP:
             info.client_host = self.client_host
+        proxy = self.proxy
+        if proxy is not None and proxy.src_addr is not None:
+            info.proxy_src_addr, info.proxy_src_port = proxy.src_addr, proxy.src_port
+            info.proxy_dst_addr, info.proxy_dst_port = proxy.dst_addr, proxy.dst_port
         if srv.ssl_ctx is not None and self.transport is not None:
             sslobj = self.transport.get_extra_info("ssl_object")
             if sslobj is not None:
@@ -470,6 +534,33 @@ class Session(asyncio.Protocol):
             return
         self.up_transport = transport
         self.action = self.upstream.action
+        if self.srv.conf.proxy_protocol:
+            transport.write(self._proxy_header_out())
+
+    def _proxy_header_out(self) -> bytes:
+        """``proxy_protocol on|v2``: the header for the backend, written right after connect."""
+        from mailfront.protocol.proxy_protocol import build_v1, build_v2
+
+        assert self.transport is not None
+        local = self.transport.get_extra_info("sockname")
+        src = (self.client, self.client_port) if self.client_port else None
+        dst = (local[0], local[1]) if isinstance(local, tuple) else None
+        if self.srv.conf.proxy_protocol == 1:
+            return build_v1(src, dst)
+        tls = None
+        sslobj = self.transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            cert = sslobj.getpeercert(binary_form=True)
+            cipher = sslobj.cipher()
+            tls = {
+                "alpn": sslobj.selected_alpn_protocol(),
+                "version": sslobj.version(),
+                "cipher": cipher[0] if cipher else None,
+                "cert_present": cert is not None,
+                "reused": sslobj.session_reused,
+                "verify": 0,
+            }
+        return build_v2(src, dst, tls)
 
     def upstream_data(self, data: bytes) -> None:
         up = self.upstream

@@ -1,0 +1,158 @@
+"""PROXY protocol through mailfront: listen ... proxy_protocol, set_real_ip_from, to backends."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from mailfront.devtools.dovecot import DEMO_USERS
+from support.authserver import AuthServer
+from support.net import close_all, connect, read_all, read_line
+from support.proxy import Mailfront, free_port
+
+PASS = DEMO_USERS["alice"].encode()
+
+
+class Recorder:
+    """A backend that keeps the first bytes it gets (the PROXY header), then closes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.got: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                with contextlib.suppress(OSError):
+                    self.got.append(c.recv(4096))
+
+
+@pytest.fixture(scope="module")
+def env(dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
+    state: dict[str, object] = {"backend": dovecot.imap_port}
+
+    def handler(h: dict[str, str]) -> list[tuple[str, str]]:
+        return [
+            ("Auth-Status", "OK"),
+            ("Auth-Server", "127.0.0.1"),
+            ("Auth-Port", str(state["backend"])),
+        ]
+
+    auth = AuthServer(handler)
+    rec = Recorder()
+    ports = {name: free_port() for name in ("trusted", "untrusted", "v1out", "v2out")}
+    block = f"""
+    auth_http {auth.url};
+    server {{ listen 127.0.0.1:{ports["trusted"]} proxy_protocol; protocol imap;
+             set_real_ip_from 127.0.0.0/8; }}
+    server {{ listen 127.0.0.1:{ports["untrusted"]} proxy_protocol; protocol imap;
+             set_real_ip_from 10.0.0.0/8; }}
+    server {{ listen 127.0.0.1:{ports["v1out"]}; protocol imap; proxy_protocol on; }}
+    server {{ listen 127.0.0.1:{ports["v2out"]}; protocol imap; proxy_protocol v2; }}
+    """
+    with Mailfront(tmp_path_factory.mktemp("mf-pp"), block, list(ports.values())) as mf:
+        state.update(mf=mf, auth=auth, rec=rec, ports=ports)
+        yield state
+    auth.close()
+    rec.sock.close()
+
+
+@pytest.fixture(autouse=True)
+def _close() -> Iterator[None]:
+    yield
+    close_all()
+
+
+def login_after(port: int, header: bytes) -> bytes:
+    s = connect(port)
+    s.sendall(header)
+    assert read_line(s) == b"* OK IMAP4 ready\r\n"
+    s.sendall(b"a1 LOGIN alice " + PASS + b"\r\n")
+    line = read_line(s)
+    s.sendall(b"a2 LOGOUT\r\n")
+    read_all(s)
+    return line
+
+
+def test_v1_header_from_a_trusted_peer_sets_the_client_address(env) -> None:  # type: ignore[no-untyped-def]
+    auth: AuthServer = env["auth"]  # type: ignore[assignment]
+    mf: Mailfront = env["mf"]  # type: ignore[assignment]
+    port = env["ports"]["trusted"]  # type: ignore[index]
+    n = len(auth.requests)
+    line = login_after(port, b"PROXY TCP4 192.0.2.10 127.0.0.1 50123 143\r\n")
+    assert line.startswith(b"a1 OK")
+    req = auth.requests[n]
+    assert b"Client-IP: 192.0.2.10\r\n" in req
+    assert (
+        b"Proxy-Protocol-Addr: 192.0.2.10\r\nProxy-Protocol-Port: 50123\r\n"
+        b"Proxy-Protocol-Server-Addr: 127.0.0.1\r\nProxy-Protocol-Server-Port: 143\r\n"
+    ) in req
+    mf.wait_log(f'client logged in, client: 192.0.2.10, server: 127.0.0.1:{port}, login: "alice"')
+
+
+def test_v2_header_and_an_untrusted_peer(env) -> None:  # type: ignore[no-untyped-def]
+    auth: AuthServer = env["auth"]  # type: ignore[assignment]
+    port = env["ports"]["untrusted"]  # type: ignore[index]
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    addrs = (
+        socket.inet_aton("198.51.100.7")
+        + socket.inet_aton("127.0.0.1")
+        + struct.pack("!HH", 40000, 993)
+    )
+    header = sig + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
+    n = len(auth.requests)
+    assert login_after(port, header).startswith(b"a1 OK")
+    req = auth.requests[n]
+    assert b"Client-IP: 127.0.0.1\r\n" in req  # the TCP peer is not in set_real_ip_from
+    assert b"Proxy-Protocol-Addr: 198.51.100.7\r\nProxy-Protocol-Port: 40000\r\n" in req
+
+
+def test_broken_header_closes_silently(env) -> None:  # type: ignore[no-untyped-def]
+    mf: Mailfront = env["mf"]  # type: ignore[assignment]
+    s = connect(env["ports"]["trusted"])  # type: ignore[index]
+    s.sendall(b"HELLO there\r\n")
+    assert read_all(s) == b""
+    mf.wait_log("broken header")
+
+
+@pytest.mark.parametrize(("name", "version"), [("v1out", 1), ("v2out", 2)])
+def test_header_to_the_backend(env, name: str, version: int) -> None:  # type: ignore[no-untyped-def]
+    rec: Recorder = env["rec"]  # type: ignore[assignment]
+    backend, env["backend"] = env["backend"], rec.port
+    try:
+        n = len(rec.got)
+        s = connect(env["ports"][name])  # type: ignore[index]
+        read_line(s)
+        s.sendall(b"a1 LOGIN alice " + PASS + b"\r\n")
+        assert read_all(s) == b"* BAD internal server error\r\n"  # the recorder just closes
+        got = rec.got[n]
+        client_port = s.getsockname()[1]
+        if version == 1:
+            assert (
+                got
+                == f"PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {env['ports'][name]}\r\n".encode()
+            )  # type: ignore[index]
+        else:
+            assert got.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11")
+            length = struct.unpack("!H", got[14:16])[0]
+            assert len(got) == 16 + length
+            src, _dst, sport, dport = struct.unpack("!4s4sHH", got[16:28])
+            assert (socket.inet_ntoa(src), sport) == ("127.0.0.1", client_port)
+            assert dport == env["ports"][name]  # type: ignore[index]
+            assert got[28] == 0x03  # only the CRC32C TLV on a plain connection
+    finally:
+        env["backend"] = backend
