@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailfront.conf.model import Cidr
-from mailfront.conf.values import inet6_addr, inet_addr
+from mailfront.conf.values import inet6_addr, inet6_ntop, inet_addr
 from mailfront.protocol.base import ERR
 
 # nginx peeks at most this many bytes for the header (NGX_PROXY_PROTOCOL_MAX_HEADER)
@@ -224,49 +224,6 @@ def _read_v2(data: bytes, final: bool) -> ParseResult:
 
 def inet_ntop4(b: bytes) -> str:
     return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
-
-
-def inet6_ntop(p: bytes) -> str:
-    """``ngx_inet6_ntop``: lower-case hex, the longest run (>= 2) of zero words as ``::``,
-    ``::ffff:a.b.c.d`` and ``::a.b.c.d`` forms as nginx chooses them."""
-    zero = -1
-    last = -1
-    best = 1
-    run = 0
-    for i in range(0, 16, 2):
-        if p[i] or p[i + 1]:
-            if best < run:
-                zero, best = last, run
-            run = 0
-            continue
-        if run == 0:
-            last = i
-        run += 1
-    if best < run:
-        zero, best = last, run
-    out = []
-    n = 16
-    if zero == 0:
-        if (
-            (best == 5 and p[10] == 0xFF and p[11] == 0xFF)
-            or best == 6
-            or (best == 7 and p[14] != 0 and p[15] != 1)
-        ):
-            n = 12
-        out.append(":")
-    i = 0
-    while i < n:
-        if i == zero:
-            out.append(":")
-            i += best * 2
-            continue
-        out.append(f"{p[i] * 256 + p[i + 1]:x}")
-        if i < 14:
-            out.append(":")
-        i += 2
-    if n == 12:
-        out.append(f"{p[12]}.{p[13]}.{p[14]}.{p[15]}")
-    return "".join(out)
 
 
 def _binary(addr: str, parse_addr: bool = False) -> bytes | None:
