@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from mailfront.devtools.procgroup import signal_group, stop_group
+
 __all__ = [
     "BIG_MESSAGE_SHA256",
     "BIG_MESSAGE_UID",
@@ -450,17 +452,7 @@ class Dovecot:
         """
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                # the whole group at once: SIGTERM to the master alone makes it
-                # wait about a second for its children
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # the master is gone: no process of its group may outlive it
-            _signal_group(proc.pid, signal.SIGKILL)
+            stop_group(proc, timeout)
             with contextlib.suppress(OSError):
                 self.pid_path.unlink()
         for directory in self._private_dirs:
@@ -688,11 +680,11 @@ class Dovecot:
                 return
         except (OSError, ValueError):
             return
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
@@ -702,11 +694,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _tail(text: str, lines: int = 20) -> str:

@@ -53,6 +53,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from mailfront.devtools.procgroup import signal_group, stop_group
+
 __all__ = [
     "DOMAIN",
     "Postfix",
@@ -144,11 +146,6 @@ def _check_path(path: Path) -> None:
         raise PostfixError(
             f"{path}: Postfix's main.cf cannot hold this path (it contains {sorted(bad)!r})"
         )
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _alive(pid: int) -> bool:
@@ -306,15 +303,7 @@ class Postfix:
         ``timeout``.  Idempotent; removes the private queue and Maildirs."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # the master is gone: no process of its group may outlive it
-            _signal_group(proc.pid, signal.SIGKILL)
+            stop_group(proc, timeout)
             with contextlib.suppress(OSError):
                 self.pid_path.unlink()
         for directory in self._private_dirs:
@@ -517,8 +506,8 @@ class Postfix:
                 return
         except (OSError, ValueError):
             return
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
