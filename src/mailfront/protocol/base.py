@@ -29,8 +29,9 @@ Nothing here does I/O, reads a clock, or logs: log lines are data.
 from __future__ import annotations
 
 import enum
+from typing import Any, ClassVar
 
-from mailfront.conf.model import AuthMethod
+from mailfront.conf.model import AuthMethod, ServerConf, Starttls
 from mailfront.protocol import sasl
 
 # nginx log levels used by the machines (see conf.model.LOG_LEVELS)
@@ -161,3 +162,77 @@ class SaslSteps:
         self.login = login
         self.auth = AuthRequest(login, b"", AuthMethod.EXTERNAL)
         return STEP_DONE
+
+
+# nginx's c->log->action texts of the auth phase (ngx_mail_*_handler.c)
+ACTION_AUTH = "in auth state"
+ACTION_HTTP_AUTH = "in http auth state"
+
+# Where a line machine is: reading commands, waiting for the auth answer, for
+# the STARTTLS handshake, or closed
+PHASE_AUTH = 0
+PHASE_WAIT = 1
+PHASE_STARTTLS = 2
+PHASE_CLOSED = 3
+
+
+class LineMachine(SaslSteps):
+    """What the IMAP and POP3 machines share around their own parsers.
+
+    A subclass sets ``_START_STATE`` (its ``mail_state`` enum's START) and
+    implements ``_run()`` (handle what is buffered) and ``_arg(n)``.
+    """
+
+    __slots__ = ("_args", "_buf", "_phase", "_pos", "_state", "action", "conf", "mail_state", "tls")
+
+    _START_STATE: ClassVar[Any]
+    _args: list[Any]
+    _buf: bytearray | None
+    _phase: int
+    _pos: int
+    _state: int
+    action: str
+    conf: ServerConf
+    mail_state: Any
+    tls: bool
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the command window (at most the protocol's client buffer)."""
+        return len(self._buf) if self._buf is not None else 0
+
+    def tls_started(self) -> None:
+        """The STARTTLS/STLS upgrade is done (``init_protocol`` again)."""
+        self.tls = True
+        self.action = ACTION_AUTH
+        self.mail_state = self._START_STATE
+        if self._phase == PHASE_STARTTLS:
+            self._phase = PHASE_AUTH
+
+    def resume(self) -> Next:
+        """After Auth-Wait: back to the start state, then handle buffered input."""
+        if self._phase == PHASE_CLOSED:
+            return Next.CLOSE
+        self._phase = PHASE_AUTH
+        self.mail_state = self._START_STATE
+        self.auth = None
+        self.action = ACTION_AUTH
+        return self._run()
+
+    def _run(self) -> Next:
+        raise NotImplementedError
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.starttls == Starttls.ONLY
+
+    def _start_auth(self) -> Next:
+        """``ngx_mail_auth``: keep what follows the command, ask the auth service."""
+        self._args.clear()
+        buf = self._buf
+        if buf is not None and self._pos >= len(buf):
+            self._buf = None
+            self._pos = 0
+        self._state = 0  # the parsers' start state
+        self._phase = PHASE_WAIT
+        self.action = ACTION_HTTP_AUTH
+        return Next.AUTH

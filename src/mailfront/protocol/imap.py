@@ -53,7 +53,20 @@ from mailfront.conf.model import (
     Starttls,
 )
 from mailfront.protocol import sasl
-from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, SaslSteps, UpNext
+from mailfront.protocol.base import (
+    ACTION_AUTH,
+    ACTION_HTTP_AUTH,
+    ERR,
+    INFO,
+    PHASE_AUTH,
+    PHASE_CLOSED,
+    PHASE_STARTTLS,
+    PHASE_WAIT,
+    AuthRequest,
+    LineMachine,
+    Next,
+    UpNext,
+)
 
 # Replies, worded as ngx_mail_imap_handler.c / ngx_mail_imap_module.c word them
 IMAP_GREETING = b"* OK IMAP4 ready\r\n"
@@ -71,9 +84,7 @@ IMAP_NO_CERT = b"* BYE No required SSL certificate\r\n"
 
 # c->log->action texts
 ACTION_GREETING = "sending client greeting line"
-ACTION_AUTH = "in auth state"
 ACTION_STARTTLS = "in starttls state"
-ACTION_HTTP_AUTH = "in http auth state"
 ACTION_CONNECTING = "connecting to upstream"
 ACTION_READING = "reading response from upstream"
 ACTION_SEND_LOGIN = "sending LOGIN command to upstream"
@@ -156,10 +167,12 @@ _FAST_COMMAND = re.compile(
 )
 
 # session phases
-_PHASE_AUTH = 0  # reading commands
-_PHASE_WAIT = 1  # Next.AUTH returned, waiting for the session's answer
-_PHASE_STARTTLS = 2  # Next.STARTTLS returned, waiting for tls_started()
-_PHASE_CLOSED = 3
+_PHASE_AUTH, _PHASE_WAIT, _PHASE_STARTTLS, _PHASE_CLOSED = (
+    PHASE_AUTH,
+    PHASE_WAIT,
+    PHASE_STARTTLS,
+    PHASE_CLOSED,
+)
 
 # imap_auth bits and their CAPABILITY names, in nginx's fixed order
 # (NGX_MAIL_AUTH_PLAIN_ENABLED up to NGX_MAIL_AUTH_EXTERNAL_ENABLED; APOP has
@@ -204,37 +217,30 @@ def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes]:
     return _build_capabilities(conf.imap_capabilities, conf.imap_auth)
 
 
-class ImapMachine(SaslSteps):
+class ImapMachine(LineMachine):
     """The IMAP auth phase of one client connection (see ``protocol.base``).
 
     ``tag`` is nginx's ``s->tag`` of the last command: the client's tag with
     its trailing space (``b"a1 "``), as the backend login reuses it.
     """
 
+    _START_STATE = ImapState.START
+
     __slots__ = (
         "_arg_start",
-        "_args",
         "_backslash",
-        "_buf",
         "_cmd_start",
         "_command",
         "_literal_len",
         "_no_sync",
         "_pending",
         "_pending_pos",
-        "_phase",
-        "_pos",
         "_quit",
         "_quoted",
-        "_state",
         "_tag_start",
-        "action",
-        "conf",
         "errors",
-        "mail_state",
         "out",
         "tag",
-        "tls",
     )
 
     @staticmethod
@@ -333,27 +339,9 @@ class ImapMachine(SaslSteps):
         self.action = ACTION_HTTP_AUTH
         return _NEXT_AUTH
 
-    def tls_started(self) -> None:
-        """The STARTTLS upgrade is done (``ngx_mail_imap_init_protocol`` again)."""
-        self.tls = True
-        self.action = ACTION_AUTH
-        self.mail_state = ImapState.START
-        if self._phase == _PHASE_STARTTLS:
-            self._phase = _PHASE_AUTH
-
     def auth_failed(self, text: bytes, error_code: bytes | None = None) -> None:
         """``<tag>NO <text>``: nginx's stored tag keeps its trailing space."""
         self.out.append(self.tag + b"NO " + text + b"\r\n")
-
-    def resume(self) -> Next:
-        """After Auth-Wait: back to the start state, then handle buffered input."""
-        if self._phase == _PHASE_CLOSED:
-            return Next.CLOSE
-        self._phase = _PHASE_AUTH
-        self.mail_state = ImapState.START
-        self.auth = None
-        self.action = ACTION_AUTH
-        return self._run()
 
     def internal_error(self) -> bytes:
         return IMAP_INTERNAL_SERVER_ERROR
@@ -376,11 +364,6 @@ class ImapMachine(SaslSteps):
         self._pos = 0
         self._drop_pending()
         self._args = []
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held in the command window (at most ``imap_client_buffer``)."""
-        return len(self._buf) if self._buf is not None else 0
 
     # -- the read loop (ngx_mail_imap_auth_state + ngx_mail_read_command) -----
 
@@ -480,18 +463,6 @@ class ImapMachine(SaslSteps):
             if self._phase == _PHASE_STARTTLS:
                 self.action = ACTION_STARTTLS
                 return Next.STARTTLS
-
-    def _start_auth(self) -> Next:
-        """``ngx_mail_auth``: keep what follows the command, ask the auth service."""
-        self._args.clear()
-        buf = self._buf
-        if buf is not None and self._pos >= len(buf):
-            self._buf = None
-            self._pos = 0
-        self._state = _SW_START
-        self._phase = _PHASE_WAIT
-        self.action = ACTION_HTTP_AUTH
-        return Next.AUTH
 
     # -- the parser (ngx_mail_imap_parse_command) -----------------------------
 
@@ -710,9 +681,6 @@ class ImapMachine(SaslSteps):
         if state == ImapState.AUTH_CRAM_MD5:
             return self._auth_cram_md5(), True, b"", IMAP_OK
         return self._auth_external(0), True, b"", IMAP_OK
-
-    def _starttls_only(self) -> bool:
-        return not self.tls and self.conf.starttls == Starttls.ONLY
 
     def _login(self) -> int:
         if self._starttls_only():

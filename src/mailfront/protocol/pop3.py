@@ -38,7 +38,20 @@ from mailfront.conf.model import (
     Starttls,
 )
 from mailfront.protocol import sasl
-from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, SaslSteps, UpNext
+from mailfront.protocol.base import (
+    ACTION_AUTH,
+    ACTION_HTTP_AUTH,
+    ERR,
+    INFO,
+    PHASE_AUTH,
+    PHASE_CLOSED,
+    PHASE_STARTTLS,
+    PHASE_WAIT,
+    AuthRequest,
+    LineMachine,
+    Next,
+    UpNext,
+)
 
 # Replies, worded as ngx_mail_pop3_handler.c / ngx_mail_pop3_module.c word them
 POP3_GREETING = b"+OK POP3 ready\r\n"
@@ -56,9 +69,7 @@ POP3_AUTH_HEAD = b"+OK methods supported:\r\n"
 POP3_BUFFER_SIZE = 128  # ngx_mail_pop3_init_protocol: ngx_create_temp_buf(c->pool, 128)
 
 # c->log->action texts
-ACTION_AUTH = "in auth state"
 ACTION_STARTTLS = "in starttls state"
-ACTION_HTTP_AUTH = "in http auth state"
 ACTION_GREETING = "sending client greeting line"
 ACTION_CONNECTING = "connecting to upstream"
 ACTION_READING = "reading response from upstream"
@@ -122,10 +133,12 @@ _UP_READ = UpNext.READ
 _UP_DONE = UpNext.DONE
 
 # session phases
-_PHASE_AUTH = 0  # reading commands
-_PHASE_WAIT = 1  # Next.AUTH returned, waiting for the session's answer
-_PHASE_STARTTLS = 2  # Next.STARTTLS returned, waiting for tls_started()
-_PHASE_CLOSED = 3
+_PHASE_AUTH, _PHASE_WAIT, _PHASE_STARTTLS, _PHASE_CLOSED = (
+    PHASE_AUTH,
+    PHASE_WAIT,
+    PHASE_STARTTLS,
+    PHASE_CLOSED,
+)
 
 _AUTH_NAMES = (
     (AUTH_PLAIN_ENABLED, b"PLAIN"),
@@ -174,26 +187,19 @@ def capabilities(conf: ServerConf) -> tuple[bytes, bytes, bytes, bytes]:
     return _build_capabilities(conf.pop3_capabilities, auth_methods(conf))
 
 
-class Pop3Machine(SaslSteps):
+class Pop3Machine(LineMachine):
     """The POP3 auth phase of one client connection (see ``protocol.base``)."""
+
+    _START_STATE = Pop3State.START
 
     __slots__ = (
         "_arg_start",
-        "_args",
-        "_buf",
         "_cmd_start",
         "_command",
         "_pending",
-        "_phase",
-        "_pos",
         "_reply",
-        "_state",
-        "action",
-        "conf",
         "errors",
-        "mail_state",
         "out",
-        "tls",
     )
 
     @staticmethod
@@ -286,26 +292,8 @@ class Pop3Machine(SaslSteps):
         self.action = ACTION_HTTP_AUTH
         return _NEXT_AUTH
 
-    def tls_started(self) -> None:
-        """The STLS upgrade is done (``ngx_mail_pop3_init_protocol`` again)."""
-        self.tls = True
-        self.action = ACTION_AUTH
-        self.mail_state = Pop3State.START
-        if self._phase == _PHASE_STARTTLS:
-            self._phase = _PHASE_AUTH
-
     def auth_failed(self, text: bytes, error_code: bytes | None = None) -> None:
         self.out.append(b"-ERR " + text + b"\r\n")
-
-    def resume(self) -> Next:
-        """After Auth-Wait: back to the start state, then handle buffered input."""
-        if self._phase == _PHASE_CLOSED:
-            return Next.CLOSE
-        self._phase = _PHASE_AUTH
-        self.mail_state = Pop3State.START
-        self.auth = None
-        self.action = ACTION_AUTH
-        return self._run()
 
     def internal_error(self) -> bytes:
         return POP3_INTERNAL_SERVER_ERROR
@@ -328,11 +316,6 @@ class Pop3Machine(SaslSteps):
         self._pos = 0
         self._pending = b""
         self._args = []
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held in the command window (at most ``POP3_BUFFER_SIZE``)."""
-        return len(self._buf) if self._buf is not None else 0
 
     # -- the read loop (ngx_mail_pop3_auth_state + ngx_mail_read_command) -----
 
@@ -398,18 +381,6 @@ class Pop3Machine(SaslSteps):
             if self._phase == _PHASE_STARTTLS:
                 self.action = ACTION_STARTTLS
                 return Next.STARTTLS
-
-    def _start_auth(self) -> Next:
-        """``ngx_mail_auth``: keep what follows the command, ask the auth service."""
-        self._args.clear()
-        buf = self._buf
-        if buf is not None and self._pos >= len(buf):
-            self._buf = None
-            self._pos = 0
-        self._state = _SW_START
-        self._phase = _PHASE_WAIT
-        self.action = ACTION_HTTP_AUTH
-        return Next.AUTH
 
     # -- the parser (ngx_mail_pop3_parse_command) -----------------------------
 
@@ -538,9 +509,6 @@ class Pop3Machine(SaslSteps):
         if state == Pop3State.AUTH_EXTERNAL:
             return self._auth_external(0), False
         return _OK, False  # PASSWD: not reached, as in nginx
-
-    def _starttls_only(self) -> bool:
-        return not self.tls and self.conf.starttls == Starttls.ONLY
 
     def _user(self) -> int:
         if self._starttls_only() or len(self._args) != 1:
