@@ -43,18 +43,15 @@ import importlib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from mailfront.devtools.procgroup import signal_group, stop_group
+from mailfront.devtools.runner import PrivateServer, tail
 
 __all__ = [
     "BIG_MESSAGE_SHA256",
@@ -81,11 +78,9 @@ _BIG_ATTACHMENT_SIZE = 3 * 1024 * 1024
 
 DEFAULT_HOST = "127.0.0.1"
 START_TIMEOUT = 20.0  # seconds until both greetings must have arrived
-STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _MAX_BASE_DIR = 70  # unix socket paths are limited to 107 bytes
-_PRIVATE_PREFIX = "mailfront-dovecot-"
 _UNSAFE_PATH_CHARS = frozenset(' \t\n"%\\#')
 
 
@@ -337,7 +332,7 @@ def _check_path(path: Path) -> None:
         )
 
 
-class Dovecot:
+class Dovecot(PrivateServer):
     """A private Dovecot on loopback; see the module docstring.
 
     ``imap_port``/``pop3_port`` 0 means a free port, picked at ``start()``.
@@ -345,6 +340,8 @@ class Dovecot:
     user gets ``demo_messages(user)``.  ``root`` is (re)populated at every
     start: previous mail there is replaced.
     """
+
+    PRIVATE_PREFIX = "mailfront-dovecot-"
 
     def __init__(
         self,
@@ -427,49 +424,23 @@ class Dovecot:
             )
         self.root.mkdir(parents=True, exist_ok=True)
         _check_path(self.root)
-        self._stop_stale()
+        self._stop_stale(self.conf_path)
         ident = _identity()
-        attempts = 1 if all(self._fixed_ports) else 3
-        for attempt in range(attempts):
-            try:
-                self._prepare(ident)
-                self._launch(binary)
-                self._wait_ready()
-                return self
-            except BaseException as exc:  # Ctrl-C included: never leave Dovecot behind
-                log = self.log_text()
-                self.stop()
-                lost_race = isinstance(exc, DovecotError) and "Address already in use" in log
-                if not lost_race or attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM Dovecot's process group; SIGKILL what is left of it after ``timeout``.
+        def once() -> None:
+            self._prepare(ident)
+            self._launch(binary)
+            self._wait_ready()
 
-        The group is the one ``start()`` created (``start_new_session``), so
-        nothing else is signalled.  Idempotent.
-        """
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_group(proc, timeout)
-            with contextlib.suppress(OSError):
-                self.pid_path.unlink()
-        for directory in self._private_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._private_dirs.clear()
-        self.private_dirs_path.unlink(missing_ok=True)
+        self._start_attempts(
+            1 if all(self._fixed_ports) else 3,
+            once,
+            lambda exc, log: isinstance(exc, DovecotError) and "Address already in use" in log,
+        )
+        return self
 
     def __enter__(self) -> Dovecot:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def write_auth_file(self, path: str | os.PathLike[str], *, rounds: int = 5000) -> Path:
         """Write a users file for mailfront's ``auth_file`` pointing at this Dovecot.
@@ -491,27 +462,6 @@ class Dovecot:
         )
 
     # -- internals -----------------------------------------------------------
-
-    def _private_dir(self, kind: str) -> Path:
-        """A fresh directory under the system temp dir, recorded under ``root``
-        so that the next start removes it if this process dies before ``stop()``."""
-        directory = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{kind}-"))
-        self._private_dirs.append(directory)
-        with open(self.private_dirs_path, "a") as record:
-            record.write(f"{directory}\n")
-        return directory
-
-    def _remove_recorded_private_dirs(self) -> None:
-        try:
-            recorded = self.private_dirs_path.read_text().splitlines()
-        except OSError:
-            return
-        temp = Path(tempfile.gettempdir())
-        for line in recorded:
-            directory = Path(line)
-            if directory.parent == temp and directory.name.startswith(_PRIVATE_PREFIX):
-                shutil.rmtree(directory, ignore_errors=True)
-        self.private_dirs_path.unlink(missing_ok=True)
 
     def _prepare(self, ident: _Identity) -> None:
         self._remove_recorded_private_dirs()
@@ -657,7 +607,7 @@ class Dovecot:
             if proc.poll() is not None:
                 raise DovecotError(
                     f"dovecot exited with status {proc.returncode} at startup:\n"
-                    + _tail(self.log_text())
+                    + tail(self.log_text())
                 )
             for port, expected in list(pending.items()):
                 if _greeting(self.host, port, timeout=1.0).startswith(expected):
@@ -667,37 +617,9 @@ class Dovecot:
             if time.monotonic() > deadline:
                 raise DovecotError(
                     f"dovecot did not greet on {self.host} port(s) {sorted(pending)} "
-                    f"within {self.start_timeout:g}s:\n" + _tail(self.log_text())
+                    f"within {self.start_timeout:g}s:\n" + tail(self.log_text())
                 )
             time.sleep(0.05)
-
-    def _stop_stale(self) -> None:
-        """Stop a Dovecot left running on this config by a killed parent."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if str(self.conf_path).encode() not in cmdline or os.getpgid(pid) != pid:
-                return
-        except (OSError, ValueError):
-            return
-        signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        signal_group(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaps yet does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def write_auth_file(

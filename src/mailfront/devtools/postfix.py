@@ -44,16 +44,13 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from mailfront.devtools.procgroup import signal_group, stop_group
+from mailfront.devtools.runner import PrivateServer, tail
 
 __all__ = [
     "DOMAIN",
@@ -67,10 +64,8 @@ DEFAULT_USERS = ("alice", "bob")
 DEFAULT_HOST = "127.0.0.1"
 HOSTNAME = "postfix.test"  # myhostname: the greeting is "220 postfix.test ESMTP Postfix"
 START_TIMEOUT = 20.0  # seconds until smtpd must greet
-STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-_PRIVATE_PREFIX = "mailfront-postfix-"
 _MAIL_OWNER = "postfix"
 _SETGID_GROUP = "postdrop"
 _DELIVERY_USER = "nobody"
@@ -148,19 +143,7 @@ def _check_path(path: Path) -> None:
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class Postfix:
+class Postfix(PrivateServer):
     """A private Postfix on loopback; see the module docstring.
 
     ``smtp_port`` 0 means a free port, picked at ``start()``.  ``users`` are
@@ -168,6 +151,8 @@ class Postfix:
     ``(host, port)`` of a Dovecot auth service, or None for no AUTH.
     ``root`` is (re)populated at every start.
     """
+
+    PRIVATE_PREFIX = "mailfront-postfix-"
 
     def __init__(
         self,
@@ -234,7 +219,7 @@ class Postfix:
             if needle in text:
                 return text
             if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not in Postfix's log:\n{_tail(text, 40)}")
+                raise AssertionError(f"{needle!r} not in Postfix's log:\n{tail(text, 40)}")
             time.sleep(0.05)
 
     def messages(self, user: str) -> list[bytes]:
@@ -257,7 +242,7 @@ class Postfix:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{user}@{DOMAIN} has {len(found)} message(s), expected {count}:\n"
-                    + _tail(self.log_text(), 40)
+                    + tail(self.log_text(), 40)
                 )
             time.sleep(0.05)
 
@@ -282,74 +267,31 @@ class Postfix:
             raise PostfixError(f"{master} is missing")
         self.root.mkdir(parents=True, exist_ok=True)
         _check_path(self.root)
-        self._stop_stale()
-        attempts = 1 if self._fixed_port else 3
-        for attempt in range(attempts):
-            try:
-                self._prepare(binary, daemon_dir)
-                self._launch(master)
-                self._wait_ready()
-                return self
-            except BaseException as exc:  # Ctrl-C included: never leave Postfix behind
-                log = self.log_text()
-                self.stop()
-                lost_race = "Address already in use" in f"{exc}{log}"
-                if not lost_race or attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        self._stop_stale(self.conf_dir)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the process group ``start()`` created; SIGKILL what is left after
-        ``timeout``.  Idempotent; removes the private queue and Maildirs."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_group(proc, timeout)
-            with contextlib.suppress(OSError):
-                self.pid_path.unlink()
-        for directory in self._private_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._private_dirs.clear()
-        self.private_dirs_path.unlink(missing_ok=True)
+        def once() -> None:
+            self._prepare(binary, daemon_dir)
+            self._launch(master)
+            self._wait_ready()
+
+        self._start_attempts(
+            1 if self._fixed_port else 3,
+            once,
+            lambda exc, log: "Address already in use" in f"{exc}{log}",
+        )
+        return self
 
     def __enter__(self) -> Postfix:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- internals -----------------------------------------------------------
-
-    def _private_dir(self) -> Path:
-        directory = Path(tempfile.mkdtemp(prefix=_PRIVATE_PREFIX))
-        directory.chmod(0o755)  # Postfix's daemons (user postfix) must traverse it
-        self._private_dirs.append(directory)
-        with open(self.private_dirs_path, "a") as record:
-            record.write(f"{directory}\n")
-        return directory
-
-    def _remove_recorded_private_dirs(self) -> None:
-        try:
-            recorded = self.private_dirs_path.read_text().splitlines()
-        except OSError:
-            return
-        temp = Path(tempfile.gettempdir())
-        for line in recorded:
-            directory = Path(line)
-            if directory.parent == temp and directory.name.startswith(_PRIVATE_PREFIX):
-                shutil.rmtree(directory, ignore_errors=True)
-        self.private_dirs_path.unlink(missing_ok=True)
 
     def _prepare(self, binary: str, daemon_dir: str) -> None:
         self._remove_recorded_private_dirs()
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
         self.stderr_path.unlink(missing_ok=True)
-        private = self._private_dir()
+        private = self._private_dir(mode=0o755)  # Postfix's daemons must traverse it
         self.queue_dir = private / "queue"
         self.data_dir = private / "data"
         self.mail_dir = private / "mail"
@@ -378,7 +320,7 @@ class Postfix:
             raise PostfixError(
                 f"postfix check failed ({check.returncode}):\n"
                 + check.stderr.decode(errors="replace")
-                + _tail(self.log_text())
+                + tail(self.log_text())
             )
 
     def _main_cf(self, daemon_dir: str, uid: int, gid: int) -> str:
@@ -483,31 +425,16 @@ class Postfix:
                     hint = f" ({self.host}:{self.smtp_port}: Address already in use)"
                 raise PostfixError(
                     f"postfix's master exited with status {proc.returncode} at startup{hint}:\n"
-                    + _tail(self.log_text())
+                    + tail(self.log_text())
                 )
             if _greeting(self.host, self.smtp_port, timeout=1.0).startswith(b"220 "):
                 return
             text = self.log_text()
             if "fatal:" in text:
-                raise PostfixError("postfix failed at startup:\n" + _tail(text))
+                raise PostfixError("postfix failed at startup:\n" + tail(text))
             if time.monotonic() > deadline:
                 raise PostfixError(
                     f"postfix did not greet on {self.host}:{self.smtp_port} "
-                    f"within {self.start_timeout:g}s:\n" + _tail(text)
+                    f"within {self.start_timeout:g}s:\n" + tail(text)
                 )
             time.sleep(0.05)
-
-    def _stop_stale(self) -> None:
-        """Stop a Postfix left running on this config by a killed parent."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if str(self.conf_dir).encode() not in cmdline or os.getpgid(pid) != pid:
-                return
-        except (OSError, ValueError):
-            return
-        signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        signal_group(pid, signal.SIGKILL)
