@@ -198,29 +198,37 @@ def test_signals_reach_the_master(
             child.stdout.close()
 
 
-def test_run_goes_to_the_server(
-    prefix: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mailfront.server import process
+def test_run_serves_with_e_and_g(prefix: Path) -> None:
+    """Without -t the process serves: -g's "daemon off" keeps it in the foreground,
+    and -e (relative to -p) is its log while the config names none."""
+    import socket
+    import time
 
-    calls: list[tuple[object, ...]] = []
-
-    def fake_run(
-        config: object, error_log: str | None, directives: str | None, ssl_contexts: object
-    ) -> int:
-        calls.append((config, error_log, directives))
-        assert ssl_contexts == {}  # no server here uses TLS
-        return 7
-
-    monkeypatch.setattr(process, "run", fake_run)
-    assert main(["-p", str(prefix), "-e", "logs/boot.log", "-g", "daemon off;"]) == 7
-    config, error_log, directives = calls[0]
-    assert error_log == f"{prefix}/logs/boot.log" and directives == "daemon off;"
-    assert config.main.daemon is False  # type: ignore[attr-defined]
-    assert main(["-p", str(prefix), "-e", "stderr"]) == 7
-    assert calls[1][1] == "stderr"
-    assert main(["-p", str(prefix)]) == 7
-    assert calls[2][1] is None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (prefix / "conf" / "mailfront.conf").write_text(GOOD.replace("10143", str(port)))
+    cmd = [sys.executable, "-m", "mailfront", "-p", str(prefix), "-e", "logs/boot.log",
+           "-g", "daemon off; master_process off;"]  # fmt: skip
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert first.poll() is None  # foreground, serving
+        assert (prefix / "logs" / "boot.log").exists()
+        # a second one cannot bind: the error goes to the -e log, exit code 1
+        second = subprocess.run(cmd, capture_output=True, timeout=20)
+        assert second.returncode == 1
+        log = (prefix / "logs" / "boot.log").read_text()
+        assert "[emerg]" in log and f"bind() to 127.0.0.1:{port} failed (98: " in log
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(10) == 0
 
 
 def test_test_does_not_import_the_server(prefix: Path) -> None:
