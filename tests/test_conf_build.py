@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -373,25 +372,21 @@ def test_not_supported_yet(tmp_path: Path) -> None:
         assert str(e) == f"{message} in {path}:7"
     s = server(load(tmp_path, MINIMAL.replace("listen", "starttls OFF; resolver off;\nlisten")))
     assert s.starttls is Starttls.OFF and s.resolver is None
-    s = server(load(tmp_path, MINIMAL.replace(
-        "listen 127.0.0.1:143;",
-        "listen 127.0.0.1:143 proxy_protocol; proxy_protocol v2; set_real_ip_from 10.0.0.0/8;")))
+    s = server(
+        load(
+            tmp_path,
+            MINIMAL.replace(
+                "listen 127.0.0.1:143;",
+                "listen 127.0.0.1:143 proxy_protocol; proxy_protocol v2; "
+                "set_real_ip_from 10.0.0.0/8;",
+            ),
+        )
+    )
     assert s.proxy_protocol == 2 and s.listen[0].proxy_protocol and len(s.set_real_ip_from) == 1
     e = error(tmp_path, "user root root;\n" + MINIMAL)
     assert str(e) == f'"user" directive is not supported yet in {path}:1'
 
 
-@pytest.fixture
-def tls_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As the TLS helper will: flip the rows and remove the value/parameter limits."""
-    for (name, ctx), row in list(d._BY_KEY.items()):
-        if name.startswith("ssl_") or name == "set_real_ip_from":
-            monkeypatch.setitem(d._BY_KEY, (name, ctx), dataclasses.replace(row, supported=True))
-    monkeypatch.setattr(d, "SUPPORTED_VALUES_ONLY", {})
-    monkeypatch.setattr(d, "UNSUPPORTED_LISTEN_PARAMS", frozenset())
-
-
-@pytest.mark.usefixtures("tls_enabled")
 def test_tls_checks_once_enabled(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "mailfront.conf"
     base = EVENTS + (
@@ -428,7 +423,6 @@ def test_tls_checks_once_enabled(tmp_path: Path) -> None:
     assert config.warnings == (f"low address bits of 10.1.2.3/16 are meaningless in {path}:8",)
 
 
-@pytest.mark.usefixtures("tls_enabled")
 def test_resolver_once_enabled(tmp_path: Path) -> None:
     s = server(load(tmp_path, MINIMAL.replace(
         "listen", "resolver 127.0.0.53 [::1]:5353 valid=30s ipv6=off;\nlisten")))  # fmt: skip
