@@ -272,9 +272,9 @@ def build_ssl_contexts(config: conf.Config) -> dict[int, object]:
     servers = [s for s in (config.mail.servers if config.mail else ()) if tls_enabled(s)]
     if not servers:
         return {}
-    from mailfront.server.tls import make_server_context
+    from mailfront.server.tls_openssl import make_context
 
-    return {id(s): make_server_context(s, s.protocol.value) for s in servers}
+    return {id(s): make_context(s, s.protocol.value) for s in servers}
 
 
 def dump_config(config: conf.Config) -> None:

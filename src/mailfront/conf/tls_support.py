@@ -113,6 +113,35 @@ def stdlib_refusals(conf: ServerConf) -> list[ConfError]:
     ]
 
 
+def openssl_refusals(conf: ServerConf) -> list[ConfError]:
+    """What the OpenSSL engine (pyOpenSSL over memory BIOs) cannot honour in ``conf``.
+
+    pyOpenSSL wraps neither the session cache callbacks (a cache shared by
+    the workers), nor the size of OpenSSL's own cache, nor the ticket key
+    callback, nor ``SSL_CONF_cmd``.
+    """
+    if not tls_enabled(conf):
+        return []
+    out: list[str] = []
+    if conf.ssl_certificate_compression:
+        out.append('"ssl_certificate_compression on"')
+    cache = parse_session_cache(conf.ssl_session_cache)
+    if cache.shared is not None or cache.builtin not in (
+        SCACHE_OFF,
+        SCACHE_NONE,
+        SCACHE_DEFAULT_BUILTIN,
+        OPENSSL_CACHE_SIZE,
+    ):
+        out.append(f'"ssl_session_cache {conf.ssl_session_cache}"')
+    if conf.ssl_session_ticket_key:
+        out.append('"ssl_session_ticket_key" directive')
+    if conf.ssl_conf_command:
+        out.append('"ssl_conf_command" directive')
+    return [
+        ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
+    ]
+
+
 __all__ = [
     "DEFAULT_SESSION_TIMEOUT",
     "OPENSSL_CACHE_SIZE",
@@ -121,6 +150,7 @@ __all__ = [
     "SCACHE_NO_BUILTIN",
     "SCACHE_OFF",
     "SessionCache",
+    "openssl_refusals",
     "parse_session_cache",
     "stdlib_refusals",
     "tls_enabled",

@@ -69,13 +69,6 @@ def make_auth(conf: ServerConf, cache: dict[Any, AuthBackend]) -> AuthBackend:
     return cache[key]
 
 
-def _current_context(lst: Listener, obj: Any, ctx: Any) -> None:
-    """sni_callback: the context of the listener's server in the running configuration."""
-    current = lst.srv.ssl_ctx if lst.srv is not None else None
-    if current is not None and current is not ctx:
-        obj.context = current
-
-
 class Worker:
     """The event loop side: listeners, sessions, signals."""
 
@@ -215,36 +208,25 @@ class Worker:
             self.loop.create_task(self._start_listener(lst))
         for key, (ls, _pairs) in plan.items():
             lst = self.listeners[key]
-            if key not in opened and ls.ssl != lst.listen.ssl:
-                # "ssl" added to or removed from a socket that stays: serve it anew
-                # (the bound socket is kept; connections wait in its backlog)
+            if key not in opened:
+                # a socket that stays: its "ssl" (and the rest) is read at each accept
                 lst.listen = ls
-                if lst.server is not None:
-                    lst.server.close()
-                self.loop.create_task(self._start_listener(lst))
         self.log.log(NOTICE, "reconfiguring")
 
     async def _start_listener(self, lst: Listener) -> None:
-        """Serve a listening socket; ``listen ... ssl`` gets TLS from the loop itself.
+        """Serve a listening socket.
 
-        The loop runs the handshake before the session sees the connection
-        (nothing the client sends can reach the session in clear).  The
-        context given here stays the socket's for good; a reload that brings
-        new certificates takes effect through its ``sni_callback``, which
-        OpenSSL calls for every ClientHello and which moves the connection to
-        the context of the listener's current server.
+        The socket is served in clear: with ``listen ... ssl`` the session
+        runs the handshake itself (``Session._start_tls``), with the SSL
+        context of the listener's server in the running configuration, so a
+        reload that brings new certificates takes effect at the next accept.
         """
         srv = lst.srv
         assert srv is not None
-        ssl_ctx = srv.ssl_ctx if lst.listen.ssl else None
-        if ssl_ctx is not None:
-            ssl_ctx.sni_callback = lambda obj, _name, ctx: _current_context(lst, obj, ctx)
         lst.server = await self.loop.create_server(
             lst.make_session,
             sock=lst.sock.dup(),  # the server closes its copy; the bound socket stays ours
             backlog=lst.listen.backlog,
-            ssl=ssl_ctx,
-            ssl_handshake_timeout=srv.conf.timeout if ssl_ctx is not None else None,
         )
 
     def close_listeners(self) -> None:

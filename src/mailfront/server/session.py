@@ -26,7 +26,6 @@ import errno
 import itertools
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -59,20 +58,14 @@ def sockaddr_text(addr: Any, with_port: bool) -> str:
 
 def handshake_error(e: BaseException) -> str:
     """How nginx logs a failed TLS handshake (ngx_ssl_handshake, ngx_ssl_connection_error)."""
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"client SSL certificate verify error: ({e.verify_code}:{e.verify_message})"
-    if isinstance(e, ssl.SSLEOFError | ConnectionAbortedError | ConnectionResetError):
+    from mailfront.server.tls_openssl import ssl_error_text
+
+    if isinstance(e, ConnectionError):
         code = e.errno if isinstance(e, ConnectionResetError) else None
         if code:
             return f"peer closed connection in SSL handshake ({code}: {os.strerror(code)})"
         return "peer closed connection in SSL handshake"
-    if isinstance(e, ssl.SSLError):
-        return f"SSL_do_handshake() failed (SSL: {e.reason or e})"
-    return (
-        f"SSL_do_handshake() failed ({e.errno}: {e.strerror})"
-        if isinstance(e, OSError) and e.errno
-        else f"SSL_do_handshake() failed ({e})"
-    )
+    return "SSL_do_handshake() failed" + ssl_error_text(e)
 
 
 class Session(asyncio.Protocol):
@@ -188,16 +181,47 @@ class Session(asyncio.Protocol):
         if srv.needs_salt:
             salt = sasl.make_salt(random.getrandbits(31), int(time.time()), conf.server_name)
         self.machine = srv.machine_cls(conf, salt, srv.listen_ssl)
-        if srv.listen_ssl:  # the loop has done the handshake (Worker._start_listener)
-            self.action = "SSL handshaking"
-            if not self._check_client_cert():
-                return
-        if srv.listen_proxy_protocol:  # the PROXY header comes first
+        if srv.listen_proxy_protocol:  # the PROXY header comes first, in clear
             self.pp = b""
             self.action = "reading PROXY protocol"
             self.timer = srv.loop.call_later(conf.timeout, self._timed_out)
             return
+        if srv.listen_ssl:
+            self._start_tls()
+            return
         self._after_accept()
+
+    def _start_tls(self) -> None:
+        """The TLS handshake on the client connection (``listen ... ssl`` or STARTTLS)."""
+        from mailfront.server.tls_transport import TLSTransport
+
+        srv = self.srv
+        assert self.transport is not None and srv.ssl_ctx is not None
+        if self.timer is not None:
+            self.timer.cancel()
+        self.action = "in starttls state" if self.starttls else "SSL handshaking"
+        self.timer = srv.loop.call_later(srv.conf.timeout, self._timed_out)
+        self.transport = TLSTransport(self.transport, srv.ssl_ctx, self, self._tls_done)
+
+    def _tls_done(self, exc: BaseException | None) -> None:
+        """The handshake ended: refuse, or go on where the session left off."""
+        if self.closed:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if exc is not None:
+            self.log(INFO, handshake_error(exc))
+            self.close()
+            return
+        if not self._check_client_cert():
+            return
+        if not self.starttls:  # listen ... ssl
+            self._after_accept()
+            return
+        self.machine.tls_started()
+        self.action = self.machine.action
+        self.timer = self.srv.loop.call_later(self.srv.conf.timeout, self._timed_out)
 
     def _after_accept(self) -> None:
         srv = self.srv
@@ -239,6 +263,13 @@ class Session(asyncio.Protocol):
                 self.client = addr
                 self.client_port = res.src_port
         self.pp_rest = buf[res.length :]
+        if srv.listen_ssl:
+            # nginx reads the header from one read: what followed it is the ClientHello
+            rest, self.pp_rest = self.pp_rest, b""
+            self._start_tls()
+            if rest:
+                self.transport.data_received(rest)  # type: ignore[union-attr]
+            return
         self._after_accept()
 
     async def _prelude(self) -> None:
@@ -255,34 +286,6 @@ class Session(asyncio.Protocol):
         self.transport.resume_reading()
         self._before_greeting()
 
-    async def _handshake(self) -> bool:
-        """STARTTLS on the client connection; False if it failed."""
-        srv = self.srv
-        assert self.transport is not None and srv.ssl_ctx is not None
-        try:
-            tls = await srv.loop.start_tls(
-                self.transport,
-                self,
-                srv.ssl_ctx,
-                server_side=True,
-                ssl_handshake_timeout=srv.conf.timeout,
-            )
-        except TimeoutError:
-            if not self.closed:
-                self.log(INFO, "client timed out" + TIMED_OUT)
-                self.close()
-            return False
-        except (OSError, ConnectionError) as e:  # ssl.SSLError is an OSError
-            if not self.closed:
-                self.log(INFO, handshake_error(e))
-                self.close()
-            return False
-        if tls is None:  # the connection went away during the handshake
-            self.close()
-            return False
-        self.transport = tls
-        return self._check_client_cert()
-
     def _check_client_cert(self) -> bool:
         """``ngx_mail_verify_cert`` after a handshake: False if the session was refused."""
         from mailfront.server.tls import check_client_cert, rejection_line
@@ -296,15 +299,6 @@ class Session(asyncio.Protocol):
         self.transport.write(rejection_line(srv.conf.protocol, rejected.kind))
         self.close()
         return False
-
-    async def _starttls(self) -> None:
-        self.starttls = True
-        self.action = "in starttls state"
-        if not await self._handshake():
-            return
-        self.task = None
-        self.machine.tls_started()
-        self.action = self.machine.action
 
     def _before_greeting(self) -> None:
         conf = self.srv.conf
@@ -388,7 +382,8 @@ class Session(asyncio.Protocol):
             self.close()
             return
         # Next.STARTTLS: the machine has dropped what was pipelined (CVE-2014-3556)
-        self.task = self.srv.loop.create_task(self._starttls())
+        self.starttls = True
+        self._start_tls()
 
     def eof_received(self) -> bool | None:
         return None
@@ -558,7 +553,7 @@ class Session(asyncio.Protocol):
                 "cipher": cipher[0] if cipher else None,
                 "cert_present": cert is not None,
                 "reused": sslobj.session_reused,
-                "verify": 0,
+                "verify": sslobj.verify_result,
             }
         return build_v2(src, dst, tls)
 

@@ -1,22 +1,16 @@
-"""Server-side TLS: nginx's SSL context of a ``server{}``, and the Auth-SSL-* facts.
+"""Server-side TLS after the handshake: nginx's client-certificate check and the Auth-SSL-* facts.
 
-This is the stdlib engine: Python's ``ssl`` module (the same OpenSSL nginx
-links, behind the stdlib API), used through uvloop's public TLS entry points,
-``loop.create_server(ssl=ctx)`` for ``listen ... ssl`` and
-``loop.start_tls(transport, protocol, ctx, server_side=True)`` for STARTTLS.
+The SSL contexts are built by the OpenSSL engine
+(:mod:`mailfront.server.tls_openssl`) and the handshake runs in
+:mod:`mailfront.server.tls_transport`; this module holds what nginx does with
+a finished handshake, on any object that answers :class:`TLSFacts`.
 
-* :func:`make_server_context` applies a server's ``ssl_*`` directives the way
-  ``ngx_mail_ssl_merge_conf`` does, in nginx's order, so that the first broken
-  file or value is the one nginx would report.  What the stdlib cannot honour
-  is refused first (:func:`mailfront.conf.tls_support.stdlib_refusals`).  Build
-  the contexts once, in the master process, before the workers are forked:
-  OpenSSL draws the session ticket keys when a context is created, so the
-  workers then share them and a ticket from one worker resumes in another, as
-  with nginx.
 * :func:`check_client_cert` is ``ngx_mail_verify_cert``: after the handshake,
   whether the session must answer with the protocol's *cert_error* or
   *no_cert* line and close (:func:`rejection_line` gives the line).
 * :func:`ssl_info` gives the values of the Auth-SSL-* request headers.
+* :func:`cert_facts` prints a certificate's subject, issuer and serial as
+  OpenSSL does (RFC 2253), from the DER.
 
 What differs from nginx is listed in ``docs/tls.md``.
 """
@@ -26,51 +20,18 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-import os
-import re
-import ssl
-from collections.abc import Callable, Iterable
 from typing import NamedTuple
+from typing import Protocol as Protocol_
 
-from cryptography import x509
-
-from mailfront.conf.errors import ConfError
 from mailfront.conf.model import Protocol, ServerConf, VerifyClient
 from mailfront.conf.tls_support import (
-    SCACHE_NONE,
-    parse_session_cache,
-    stdlib_refusals,
     verify_enabled,
 )
 from mailfront.protocol import auth_http, imap, pop3, smtp
 
-# ngx_ssl_read_password_file: NGX_SSL_PASSWORD_BUFFER_SIZE
-PASSWORD_BUFFER_SIZE = 4096
-
-# OpenSSL's X509_V_ERR_CERT_CHAIN_TOO_LONG and its X509_verify_cert_error_string()
-X509_V_ERR_CERT_CHAIN_TOO_LONG = 22
-CERT_CHAIN_TOO_LONG = "certificate chain too long"
-
 # ngx_mail_verify_cert's log texts (info level)
 LOG_VERIFY_ERROR = "client SSL certificate verify error: (%d:%s)"
 LOG_NO_CERT = "client sent no required SSL certificate"
-
-# the TLS versions of ssl_protocols that OpenSSL 1.1+ still has, lowest first
-_VERSIONS: tuple[tuple[str, ssl.TLSVersion, int], ...] = (
-    ("TLSv1", ssl.TLSVersion.TLSv1, ssl.OP_NO_TLSv1),
-    ("TLSv1.1", ssl.TLSVersion.TLSv1_1, ssl.OP_NO_TLSv1_1),
-    ("TLSv1.2", ssl.TLSVersion.TLSv1_2, ssl.OP_NO_TLSv1_2),
-    ("TLSv1.3", ssl.TLSVersion.TLSv1_3, ssl.OP_NO_TLSv1_3),
-)
-
-# SSL_CTX_set1_curves_list() knows these group names, OBJ_sn2nid() (behind
-# SSLContext.set_ecdh_curve) only the short names they stand for
-_CURVE_ALIASES = {
-    "P-256": "prime256v1",
-    "secp256r1": "prime256v1",
-    "P-384": "secp384r1",
-    "P-521": "secp521r1",
-}
 
 
 class Rejection(enum.Enum):
@@ -100,376 +61,51 @@ def rejection_line(protocol: Protocol, kind: Rejection) -> bytes:
     return _REJECTION_LINES[(protocol, kind)]
 
 
-class ServerContext(ssl.SSLContext):
-    """An ``SSLContext`` that also keeps what the post-handshake checks need."""
-
-    mailfront_conf: ServerConf
-    # the certificates of ssl_client_certificate and ssl_trusted_certificate
-    trust_anchors: tuple[x509.Certificate, ...]
-    _depth_cache: dict[bytes, bool]
-
-
-# --------------------------------------------------------------- context
-
-
-def make_server_context(conf: ServerConf, protocol_name: str) -> ssl.SSLContext:
-    """The SSL context of one ``server{}``, as ``ngx_mail_ssl_merge_conf`` builds it.
-
-    ``protocol_name`` (``imap``, ``pop3``, ``smtp``) is the ALPN protocol id.
-    Raises :class:`ConfError` with nginx's message (no place: nginx reports
-    these without one) when a file cannot be loaded or a value is refused by
-    OpenSSL, and with the ``not supported yet`` message when the stdlib engine
-    cannot do what the configuration asks (:func:`stdlib_refusals`).
-    """
-    refusals = stdlib_refusals(conf)
-    if refusals:
-        raise refusals[0]
-
-    ctx = ServerContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.mailfront_conf = conf
-    ctx.trust_anchors = ()
-    ctx._depth_cache = {}
-
-    # ngx_ssl_create: the options nginx sets on every context.  Python's
-    # defaults already hold NO_COMPRESSION and SINGLE_(EC)DH_USE; OP_ALL adds
-    # DONT_INSERT_EMPTY_FRAGMENTS, which nginx sets and Python clears.
-    ctx.options |= ssl.OP_ALL | ssl.OP_NO_RENEGOTIATION | ssl.OP_IGNORE_UNEXPECTED_EOF
-    _set_protocols(ctx, conf.ssl_protocols)
-
-    # ALPN: the protocol's id; see docs/tls.md for a client that offers others
-    ctx.set_alpn_protocols([protocol_name])
-
-    # ngx_ssl_ciphers
-    try:
-        ctx.set_ciphers(conf.ssl_ciphers)
-    except ssl.SSLError as e:
-        raise ConfError(f'SSL_CTX_set_cipher_list("{conf.ssl_ciphers}") failed{_why(e)}') from None
-    if conf.ssl_prefer_server_ciphers:
-        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:  # Python sets it by default, nginx does not
-        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-
-    # ngx_ssl_certificates
-    passwords = _read_passwords(conf.ssl_password_file)
-    for cert, key in zip(conf.ssl_certificate, conf.ssl_certificate_key, strict=False):
-        _load_pair(ctx, cert, key, passwords)
-
-    if verify_enabled(conf):
-        # ngx_ssl_client_certificate, ngx_ssl_trusted_certificate, ngx_ssl_crl.
-        # CERT_OPTIONAL for "on" too: the handshake completes without a
-        # certificate and check_client_cert() answers no_cert, as nginx does.
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        anchors: list[x509.Certificate] = []
-        for path in (conf.ssl_client_certificate, conf.ssl_trusted_certificate):
-            if path:
-                anchors += _load_cas(ctx, path)
-        ctx.trust_anchors = tuple(anchors)
-        if conf.ssl_crl:
-            _load_crl(ctx, conf.ssl_crl)
-            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
-
-    # ngx_ssl_dhparam
-    if conf.ssl_dhparam:
-        try:
-            ctx.load_dh_params(conf.ssl_dhparam)
-        except OSError as e:
-            if not isinstance(e, ssl.SSLError):
-                raise ConfError(f'BIO_new_file("{conf.ssl_dhparam}") failed{_why(e)}') from None
-            raise ConfError(
-                f'PEM_read_bio_DHparams("{conf.ssl_dhparam}") failed{_why(e)}'
-            ) from None
-
-    # ngx_ssl_ecdh_curve: "auto" keeps OpenSSL's list; one curve replaces it
-    # (a list is refused by stdlib_refusals)
-    if conf.ssl_ecdh_curve != "auto":
-        name = conf.ssl_ecdh_curve
-        try:
-            ctx.set_ecdh_curve(_CURVE_ALIASES.get(name, name))
-        except (ValueError, ssl.SSLError) as e:
-            raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed{_why(e)}') from None
-
-    # ngx_ssl_session_cache and the tickets: only OpenSSL's own cache (the
-    # "builtin" one, OpenSSL's timeout) is possible here; see docs/tls.md
-    cache = parse_session_cache(conf.ssl_session_cache)
-    if not conf.ssl_session_tickets:
-        ctx.options |= ssl.OP_NO_TICKET
-        if cache.builtin == SCACHE_NONE:
-            # TLSv1.3 without tickets falls back to stateful tickets, which
-            # nginx's "none" cache never stores: issue none at all
-            ctx.num_tickets = 0
-    return ctx
-
-
-_SSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]*\] *| \(_ssl\.c:\d+\)$")
-
-
-def _why(e: BaseException) -> str:
-    """nginx appends OpenSSL's error queue as `` (SSL: ...)``; ours is Python's text."""
-    if isinstance(e, ssl.SSLError):
-        reason = getattr(e, "reason", None)  # absent when Python raised it itself
-        text = reason if reason else _SSL_NOISE.sub("", str(e.strerror or e))
-        return f" (SSL: {text})"
-    if isinstance(e, OSError) and e.strerror:
-        return f" ({e.errno}: {e.strerror})"
-    return f" ({e})" if str(e) else ""
-
-
-def _set_protocols(ctx: ssl.SSLContext, protocols: Iterable[str]) -> None:
-    """``ssl_protocols`` as OpenSSL applies nginx's ``SSL_OP_NO_*`` set.
-
-    A contiguous set becomes the minimum and maximum versions; a version
-    missing in between is disabled with its ``OP_NO_*`` flag, as nginx does
-    (Python warns that those flags are deprecated; only such sets use them).
-    SSLv2 and SSLv3 are not in OpenSSL 1.1+ builds: naming them changes
-    nothing, in nginx too.
-    """
-    wanted = set(protocols)
-    enabled = [(v, op) for name, v, op in _VERSIONS if name in wanted]
-    if not enabled:
-        # no TLS version at all: every handshake fails, as with nginx
-        for _, _, op in _VERSIONS:
-            ctx.options |= op
-        return
-    low, high = enabled[0][0], enabled[-1][0]
-    ctx.minimum_version = low
-    ctx.maximum_version = high
-    for _, v, op in _VERSIONS:
-        if low < v < high and (v, op) not in enabled:
-            ctx.options |= op
-
-
-def _read_passwords(path: str | None) -> list[bytes]:
-    """``ngx_ssl_read_password_file``: the non-empty lines (CR LF or LF), tried in turn.
-
-    Without a file, one empty password, so that OpenSSL never prompts on the
-    terminal (nginx passes an empty list for the same reason).
-    """
-    if path is None:
-        return [b""]
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfError(f'open() "{path}" failed ({e.errno}: {e.strerror})') from None
-    passwords: list[bytes] = []
-    for line in data.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) >= PASSWORD_BUFFER_SIZE:
-            raise ConfError(f'too long line in "{path}"')
-        if line:
-            passwords.append(line)
-    return passwords or [b""]
-
-
-def _load_pair(ctx: ssl.SSLContext, cert: str, key: str, passwords: list[bytes]) -> None:
-    """``ngx_ssl_certificate``: the chain of ``cert``, then ``key``, each password in turn."""
-    try:
-        with open(cert, "rb") as f:
-            pem = f.read()
-    except OSError as e:
-        raise ConfError(
-            f'cannot load certificate "{cert}": BIO_new_file() failed{_why(e)}'
-        ) from None
-    if not _PEM_CERT.search(pem) or _cert_is_bad(pem):
-        raise ConfError(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed')
-    try:
-        with open(key, "rb"):
-            pass
-    except OSError as e:
-        raise ConfError(
-            f'cannot load certificate key "{key}": BIO_new_file() failed{_why(e)}'
-        ) from None
-    last: Exception | None = None
-    for password in passwords:
-        try:
-            ctx.load_cert_chain(cert, key, password=_constant(password))
-            return
-        except ssl.SSLError as e:
-            if getattr(e, "reason", None) in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
-                raise ConfError(f'SSL_CTX_use_PrivateKey("{key}") failed{_why(e)}') from None
-            last = e
-        except ValueError as e:  # a password longer than the stdlib accepts
-            last = e
-    assert last is not None
-    raise ConfError(
-        f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() failed{_why(last)}'
-    ) from None
-
-
-def _constant(value: bytes) -> Callable[[], bytes]:
-    return lambda: value
-
-
-_PEM_CERT = re.compile(
-    rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----\r?\n.*?"
-    rb"-----END (?:X509 |TRUSTED )?CERTIFICATE-----",
-    re.DOTALL,
-)
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.*?-----END X509 CRL-----", re.DOTALL)
-
-
-def _cert_is_bad(pem: bytes) -> bool:
-    for block in _PEM_CERT.findall(pem):
-        try:
-            x509.load_pem_x509_certificate(block)
-        except ValueError:
-            return True
-    return False
-
-
-def _load_cas(ctx: ssl.SSLContext, path: str) -> list[x509.Certificate]:
-    """The CA certificates of ``path`` into the verify store.
-
-    Only its certificates: nginx reads no CRL from this file.
-    """
-    try:
-        with open(path, "rb") as f:
-            pem = f.read()
-    except OSError as e:
-        raise ConfError(
-            f'cannot load certificate "{path}": BIO_new_file() failed{_why(e)}'
-        ) from None
-    blocks = _PEM_CERT.findall(pem)
-    if not blocks:
-        raise ConfError(f'cannot load certificate "{path}": no certificates')
-    anchors: list[x509.Certificate] = []
-    for block in blocks:
-        try:
-            anchors.append(x509.load_pem_x509_certificate(block))
-        except ValueError as e:
-            raise ConfError(
-                f'cannot load certificate "{path}": PEM_read_bio_X509() failed ({e})'
-            ) from None
-    try:
-        ctx.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
-    except (ssl.SSLError, UnicodeDecodeError) as e:
-        raise ConfError(f'X509_STORE_add_cert("{path}") failed{_why(e)}') from None
-    return anchors
-
-
-def _load_crl(ctx: ssl.SSLContext, path: str) -> None:
-    """``ngx_ssl_crl``: the CRLs of ``path`` (and nothing else of it) into the verify store."""
-    try:
-        with open(path, "rb") as f:
-            pem = f.read()
-    except OSError as e:
-        raise ConfError(f'cannot load CRL "{path}": BIO_new_file() failed{_why(e)}') from None
-    blocks = _PEM_CRL.findall(pem)
-    if not blocks:
-        raise ConfError(f'cannot load CRL "{path}": no CRLs')
-    for block in blocks:
-        try:
-            x509.load_pem_x509_crl(block)
-        except ValueError as e:
-            raise ConfError(
-                f'cannot load CRL "{path}": PEM_read_bio_X509_CRL() failed ({e})'
-            ) from None
-    # load_verify_locations() reads CRLs only from a file (cadata takes
-    # certificates only): hand it the CRL blocks through an anonymous file
-    fd = os.memfd_create("mailfront-crl", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, b"\n".join(blocks) + b"\n")
-        ctx.load_verify_locations(cafile=f"/proc/self/fd/{fd}")
-    except ssl.SSLError as e:
-        raise ConfError(f'X509_STORE_add_crl("{path}") failed{_why(e)}') from None
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------- after the handshake
 
 
-def _peer_der(obj: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
-    return obj.getpeercert(binary_form=True)
+class TLSFacts(Protocol_):
+    """What the session asks of a finished handshake (``TLSTransport`` answers it)."""
+
+    def version(self) -> str | None: ...
+    def cipher(self) -> tuple[str, str, int] | None: ...
+    def getpeercert(self, binary_form: bool = True) -> bytes | None: ...
+
+    @property
+    def verify_result(self) -> int: ...
 
 
-def _verify_error(obj: ssl.SSLObject | ssl.SSLSocket, der: bytes) -> tuple[int, str] | None:
-    """What ``SSL_get_verify_result`` would say beyond what OpenSSL already enforced.
-
-    OpenSSL ended the handshake on every verification error but one: the
-    depth limit, which the stdlib cannot set (OpenSSL's default is 100).
-    OpenSSL 3 accepts a chain of at most ``ssl_verify_depth`` + 2
-    certificates (the client's, the intermediate CAs, the trust anchor);
-    beyond that it is nginx's ``certificate chain too long``.  The chain is
-    read from the handshake where Python offers it (3.13+), else rebuilt from
-    the CA files: intermediates that only the client sent cannot be counted
-    then, and a chain with two or more of them passes (see docs/tls.md).
-    """
-    ctx = obj.context
-    if not isinstance(ctx, ServerContext):
-        return None
-    limit = ctx.mailfront_conf.ssl_verify_depth + 2
-    verified = getattr(obj, "get_verified_chain", None)  # Python 3.13+
-    if verified is not None:
-        too_long = len(verified()) > limit
-    else:
-        cached = ctx._depth_cache.get(der)
-        if cached is None:
-            try:
-                leaf = x509.load_der_x509_certificate(der)
-            except ValueError:  # OpenSSL took it, cryptography does not: count it unknown
-                length = None
-            else:
-                length = _store_chain_length(leaf, ctx.trust_anchors)
-            # unknown: intermediates from the client, at least one
-            cached = (length if length is not None else 3) > limit
-            if len(ctx._depth_cache) >= 1024:
-                ctx._depth_cache.clear()
-            ctx._depth_cache[der] = cached
-        too_long = cached
-    if too_long:
-        return X509_V_ERR_CERT_CHAIN_TOO_LONG, CERT_CHAIN_TOO_LONG
-    return None
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except Exception:  # ValueError, TypeError, InvalidSignature
-        return False
-    return True
-
-
-def _store_chain_length(leaf: x509.Certificate, store: tuple[x509.Certificate, ...]) -> int | None:
-    """The length of the chain OpenSSL builds from the store alone (trusted first), or None."""
-    cert, length = leaf, 1
-    for _ in range(16):
-        if cert.issuer == cert.subject and _issued_by(cert, cert):
-            return length
-        issuer = next((s for s in store if s.subject == cert.issuer and _issued_by(cert, s)), None)
-        if issuer is None:
-            return None
-        cert, length = issuer, length + 1
-    return None
-
-
-def check_client_cert(obj: ssl.SSLObject | ssl.SSLSocket, conf: ServerConf) -> CertRejection | None:
+def check_client_cert(obj: TLSFacts, conf: ServerConf) -> CertRejection | None:
     """``ngx_mail_verify_cert``: None when the session goes on, else what to answer and log.
 
     Call it right after the handshake (implicit TLS or STARTTLS).  The caller
     logs ``log`` at info level, sends :func:`rejection_line` and closes.
     """
+    from mailfront.server.tls_openssl import optional_error, verify_error_text
+
     if not verify_enabled(conf):
         return None
-    der = _peer_der(obj)
-    if der is not None:
-        err = _verify_error(obj, der)
-        if err is not None:
-            return CertRejection(Rejection.CERT_ERROR, LOG_VERIFY_ERROR % err)
-    elif conf.ssl_verify_client == VerifyClient.ON:
+    code = obj.verify_result
+    if code and not optional_error(conf, code):
+        return CertRejection(
+            Rejection.CERT_ERROR, LOG_VERIFY_ERROR % (code, verify_error_text(code))
+        )
+    if conf.ssl_verify_client == VerifyClient.ON and obj.getpeercert(binary_form=True) is None:
         return CertRejection(Rejection.NO_CERT, LOG_NO_CERT)
     return None
 
 
-def ssl_info(obj: ssl.SSLObject | ssl.SSLSocket, conf: ServerConf) -> dict[str, bytes]:
+def ssl_info(obj: TLSFacts, conf: ServerConf) -> dict[str, bytes]:
     """The Auth-SSL-* values for ``SessionInfo.ssl`` (``build_request`` picks what to send).
 
     Protocol and cipher always; with ``ssl_verify_client`` on, the verify
-    result and, when the client sent a certificate, its subject and issuer
-    (RFC 2253, as ``X509_NAME_print_ex``), serial (``i2a_ASN1_INTEGER``),
-    SHA-1 fingerprint and PEM text.
+    result (``ngx_ssl_get_client_verify``) and, when the client sent a
+    certificate, its subject and issuer (RFC 2253, as
+    ``X509_NAME_print_ex``), serial (``i2a_ASN1_INTEGER``), SHA-1
+    fingerprint and PEM text.
     """
+    from mailfront.server.tls_openssl import verify_error_text
+
     info: dict[str, bytes] = {}
     version = obj.version()
     if version:
@@ -479,12 +115,14 @@ def ssl_info(obj: ssl.SSLObject | ssl.SSLSocket, conf: ServerConf) -> dict[str, 
         info[auth_http.SSL_CIPHER] = cipher[0].encode("ascii")
     if not verify_enabled(conf):
         return info
-    der = _peer_der(obj)
+    der = obj.getpeercert(binary_form=True)
     if der is None:
         info[auth_http.SSL_VERIFY] = b"NONE"
         return info
-    err = _verify_error(obj, der)
-    info[auth_http.SSL_VERIFY] = b"SUCCESS" if err is None else b"FAILED:" + err[1].encode()
+    code = obj.verify_result
+    info[auth_http.SSL_VERIFY] = (
+        b"SUCCESS" if not code else b"FAILED:" + verify_error_text(code).encode()
+    )
     try:
         info.update(cert_facts(der))
     except ValueError:  # a certificate OpenSSL took but this reader cannot walk
@@ -768,10 +406,9 @@ def rfc2253(name_der: bytes) -> bytes:
 __all__ = [
     "CertRejection",
     "Rejection",
-    "ServerContext",
+    "TLSFacts",
     "cert_facts",
     "check_client_cert",
-    "make_server_context",
     "pem",
     "rejection_line",
     "rfc2253",

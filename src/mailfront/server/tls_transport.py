@@ -1,0 +1,245 @@
+"""TLS over memory BIOs on a plain uvloop transport (the OpenSSL engine).
+
+:class:`TLSTransport` takes over a connected plain transport: it becomes that
+transport's protocol, runs the server side of a pyOpenSSL connection between
+two memory BIOs, and offers the session the ``asyncio.Transport`` calls it
+uses, in plaintext.  The session creates it where nginx starts its handshake:
+on accept for ``listen ... ssl`` (after the PROXY header, if any), and after
+the STARTTLS/STLS reply.  So the session logs ``connected`` before the
+handshake, logs a failed handshake in nginx's words, and the TLS alert of a
+failed handshake reaches the client before the close.
+
+The relay path stays short: a read decrypts everything the read brought
+(one ``bio_write``, then ``recv`` until OpenSSL wants more) and hands it on
+in one call; a write encrypts in one ``SSL_write`` (partial writes are off,
+so a large write is all its records at once) and passes the records to the
+plain transport in one write.  Nothing is buffered here beyond OpenSSL's own
+record buffers, which ``SSL_MODE_RELEASE_BUFFERS`` frees while a session is
+idle.  Flow control is the plain transport's: its high-water mark and its
+``pause_writing``/``resume_writing`` calls reach the session unchanged.
+
+``get_extra_info("ssl_object")`` returns the transport itself: it answers
+the questions the session asks about the TLS connection (``version``,
+``cipher``, ``getpeercert``, ``selected_alpn_protocol``, ``session_reused``,
+``verify_result``), the same names as ``ssl.SSLObject`` where both have one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from OpenSSL import SSL, crypto
+
+from mailfront.server.tls_openssl import OpenSSLContext, session_reused, verify_result
+
+# a handshake flight (certificate chain included) mostly fits in one read
+_HANDSHAKE_READ = 16384
+# record overhead: header, IV, MAC or tag, padding; at most ~85 bytes per 16 KiB record
+_RECORD_SLACK = 512
+
+HandshakeDone = Callable[[BaseException | None], None]
+
+
+class TLSTransport(asyncio.Transport):
+    """The server side of a TLS connection on a plain transport, as a transport."""
+
+    __slots__ = ("_app", "_closing", "_conn", "_handshaking", "_on_handshake", "_raw")
+
+    def __init__(
+        self,
+        raw: asyncio.Transport,
+        tls: OpenSSLContext,
+        app: asyncio.Protocol,
+        on_handshake: HandshakeDone,
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._app = app
+        self._on_handshake: HandshakeDone | None = on_handshake
+        self._handshaking = True
+        self._closing = False
+        self._conn = tls.connection()
+        raw.set_protocol(self)  # type: ignore[arg-type]
+
+    # -- the plain transport's protocol -------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
+        pass  # the plain transport is connected before it is handed over
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        try:
+            conn.bio_write(data)
+        except SSL.Error:  # the connection was shut down
+            return
+        if self._handshaking:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                self._flush(_HANDSHAKE_READ)
+                return
+            except SSL.Error as e:
+                self._flush(_HANDSHAKE_READ)  # the alert goes out before the close
+                self._handshake_done(e)
+                return
+            self._flush(_HANDSHAKE_READ)
+            self._handshake_done(None)
+            if self._closing:
+                return
+        chunks: list[bytes] = []
+        eof = False
+        while True:
+            try:
+                chunks.append(conn.recv(262144))
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:  # the client's close_notify
+                eof = True
+                break
+            except SSL.Error:  # a broken record: end the connection as on a read error
+                self._raw.abort()
+                return
+        if chunks:
+            self._app.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof and not self._closing and not self._app.eof_received():
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        if self._handshaking:
+            self._handshake_done(ConnectionResetError())
+            return None
+        return self._app.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshaking and self._on_handshake is not None:
+            self._handshaking = False
+            self._on_handshake = None
+        self._closing = True
+        self._app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._app.resume_writing()
+
+    # -- TLS ------------------------------------------------------------------
+
+    def _handshake_done(self, exc: BaseException | None) -> None:
+        self._handshaking = False
+        done, self._on_handshake = self._on_handshake, None
+        if done is not None:
+            done(exc)
+
+    def _flush(self, size: int) -> None:
+        """Pass what OpenSSL wrote to the outgoing BIO on to the plain transport."""
+        conn = self._conn
+        raw = self._raw
+        while True:
+            try:
+                out = conn.bio_read(size)
+            except SSL.WantReadError:
+                return
+            raw.write(out)
+            if len(out) < size:
+                return
+
+    # -- the transport the session sees ----------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._handshaking:
+            return
+        try:
+            self._conn.send(data)
+        except SSL.Error:
+            self._raw.abort()
+            return
+        self._flush(len(data) + (len(data) >> 7) + _RECORD_SLACK)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._handshaking:
+            with contextlib.suppress(SSL.Error):
+                self._conn.shutdown()  # close_notify, as ngx_ssl_shutdown
+            self._flush(_HANDSHAKE_READ)
+        self._raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._raw.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._raw.get_write_buffer_limits()
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._app
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._app = protocol  # type: ignore[assignment]
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self
+        return self._raw.get_extra_info(name, default)
+
+    # -- what the session asks about the TLS connection ---------------------------
+
+    def version(self) -> str | None:
+        v = self._conn.get_protocol_version_name()
+        return v if v and v != "Unknown" else None
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        name = self._conn.get_cipher_name()
+        if name is None:
+            return None
+        return name, self._conn.get_cipher_version() or "", self._conn.get_cipher_bits() or 0
+
+    def getpeercert(self, binary_form: bool = True) -> bytes | None:
+        cert = self._conn.get_peer_certificate()
+        if cert is None:
+            return None
+        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+
+    def selected_alpn_protocol(self) -> str | None:
+        proto = self._conn.get_alpn_proto_negotiated()
+        return proto.decode("ascii", "replace") if proto else None
+
+    @property
+    def session_reused(self) -> bool:
+        return session_reused(self._conn)
+
+    @property
+    def verify_result(self) -> int:
+        return verify_result(self._conn)
+
+
+__all__ = ["HandshakeDone", "TLSTransport"]
