@@ -360,8 +360,6 @@ def test_errors_have_a_place(tmp_path: Path) -> None:
 def test_not_supported_yet(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "mailfront.conf"
     for line, message in [
-        ("ssl_conf_command Options -SessionTicket;",
-         '"ssl_conf_command" directive is not supported yet'),
         ("ssl_session_ticket_key ticket.key;",
          '"ssl_session_ticket_key" directive is not supported yet'),
         ("ssl_certificate_compression on;",

@@ -284,8 +284,7 @@ TABLE: tuple[Directive, ...] = (
     _row("ssl_trusted_certificate", MS, TAKE1, string("ssl_trusted_certificate"), "mail_ssl",
          "file"),
     _row("ssl_crl", MS, TAKE1, string("ssl_crl"), "mail_ssl", "file"),
-    _row("ssl_conf_command", MS, TAKE2, keyval("ssl_conf_command"), "mail_ssl", "name value",
-         supported=False),
+    _row("ssl_conf_command", MS, TAKE2, keyval("ssl_conf_command"), "mail_ssl", "name value"),
     # --- mailfront extensions (not in nginx) ------------------------------------
     _row("auth_file", MS, TAKE1, string("auth_file"), "mailfront", "file", "",
          origin="mailfront",

@@ -1,16 +1,12 @@
 """Which ``ssl_*`` settings of a server the TLS engine can honour (pure, no ssl import).
 
 nginx builds one ``SSL_CTX`` per ``server{}`` that uses TLS (``listen ... ssl``
-or ``starttls on|only``) and applies every ``ssl_*`` directive to it.  mailfront's
-first engine is Python's ``ssl`` module (OpenSSL behind the stdlib API, used by
-uvloop's TLS transport).  It cannot do everything nginx does (see
-``docs/tls.md``); what it cannot do is refused here, at ``-t``, with a clear
-message, never accepted and silently ignored.
-
-:func:`stdlib_refusals` is the list for the stdlib engine; a later engine
-(pyOpenSSL over memory BIOs) will have its own list, and the server code will
-pick the engine whose list is empty.  Settings of a server without TLS are not
-looked at, as nginx does not look at them either (it creates no ``SSL_CTX``).
+or ``starttls on|only``) and applies every ``ssl_*`` directive to it.
+mailfront's TLS engine is pyOpenSSL over memory BIOs
+(``mailfront.server.tls_openssl``).  What it cannot do (see ``docs/tls.md``)
+is refused here, at ``-t``, with a clear message, never accepted and silently
+ignored.  Settings of a server without TLS are not looked at, as nginx does
+not look at them either (it creates no ``SSL_CTX``).
 """
 
 from __future__ import annotations
@@ -28,8 +24,6 @@ SCACHE_DEFAULT_BUILTIN = -5  # NGX_SSL_DFLT_BUILTIN_SCACHE: "builtin"
 
 # OpenSSL's SSL_SESSION_CACHE_MAX_SIZE_DEFAULT: the size of "builtin"
 OPENSSL_CACHE_SIZE = 1024 * 20
-# nginx's default ssl_session_timeout (5m); the stdlib cannot set another
-DEFAULT_SESSION_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,47 +64,33 @@ def verify_enabled(conf: ServerConf) -> bool:
     return conf.ssl_verify_client != VerifyClient.OFF
 
 
-def _seconds(value: float) -> str:
-    return f"{value:g}s" if value != int(value) else f"{int(value)}s"
+# ssl_conf_command: the SSL_CONF_cmd() commands (file names, matched without case) that the
+# OpenSSL engine can apply through pyOpenSSL, and the "Options" words it can set
+CONF_COMMANDS = frozenset(
+    {
+        "ciphersuites",
+        "cipherstring",
+        "groups",
+        "curves",
+        "minprotocol",
+        "maxprotocol",
+        "signaturealgorithms",
+        "options",
+    }
+)
+CONF_OPTIONS = frozenset(
+    {"serverpreference", "norenegotiation", "prioritizechacha", "-sessionticket", "-compression"}
+)
 
 
-def stdlib_refusals(conf: ServerConf) -> list[ConfError]:
-    """What the stdlib engine cannot honour in ``conf``: one error per setting.
-
-    Each error reads ``"<directive> <value>" is not supported yet for server
-    in FILE:LINE`` (the place of the ``server{}`` block: the merged settings
-    no longer know the line of each directive).  An empty list means the
-    stdlib engine does exactly what nginx would, except for the documented
-    differences of ``docs/tls.md``.
-    """
-    if not tls_enabled(conf):
-        return []
-    out: list[str] = []
-    if conf.ssl_certificate_compression:
-        out.append('"ssl_certificate_compression on"')
-    cache = parse_session_cache(conf.ssl_session_cache)
-    if cache.shared is not None or cache.builtin not in (
-        SCACHE_NONE,
-        SCACHE_DEFAULT_BUILTIN,
-        OPENSSL_CACHE_SIZE,
-    ):
-        out.append(f'"ssl_session_cache {conf.ssl_session_cache}"')
-    if conf.ssl_session_ticket_key:
-        out.append('"ssl_session_ticket_key" directive')
-    if conf.ssl_session_timeout != DEFAULT_SESSION_TIMEOUT:
-        out.append(f'"ssl_session_timeout {_seconds(conf.ssl_session_timeout)}"')
-    if ":" in conf.ssl_ecdh_curve:
-        out.append(f'"ssl_ecdh_curve {conf.ssl_ecdh_curve}"')
-    if conf.ssl_verify_client == VerifyClient.OPTIONAL_NO_CA:
-        out.append('"ssl_verify_client optional_no_ca"')
-    if conf.ssl_conf_command:
-        out.append('"ssl_conf_command" directive')
-    if any(ls.ssl and ls.proxy_protocol for ls in conf.listen):
-        # the loop runs the TLS handshake from the first byte (docs/tls.md)
-        out.append('"listen ... ssl proxy_protocol"')
-    return [
-        ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
-    ]
+def conf_command_supported(name: str, value: str) -> bool:
+    """Whether the OpenSSL engine can apply ``ssl_conf_command name value``."""
+    key = name.lower()
+    if key not in CONF_COMMANDS:
+        return False
+    if key == "options":
+        return all(w.strip().lower() in CONF_OPTIONS for w in value.split(",") if w.strip())
+    return True
 
 
 def openssl_refusals(conf: ServerConf) -> list[ConfError]:
@@ -118,7 +98,8 @@ def openssl_refusals(conf: ServerConf) -> list[ConfError]:
 
     pyOpenSSL wraps neither the session cache callbacks (a cache shared by
     the workers), nor the size of OpenSSL's own cache, nor the ticket key
-    callback, nor ``SSL_CONF_cmd``.
+    callback, nor ``SSL_CONF_cmd``: of ``ssl_conf_command``, what maps onto
+    calls it has (:data:`CONF_COMMANDS`) is applied, the rest is refused.
     """
     if not tls_enabled(conf):
         return []
@@ -135,24 +116,26 @@ def openssl_refusals(conf: ServerConf) -> list[ConfError]:
         out.append(f'"ssl_session_cache {conf.ssl_session_cache}"')
     if conf.ssl_session_ticket_key:
         out.append('"ssl_session_ticket_key" directive')
-    if conf.ssl_conf_command:
-        out.append('"ssl_conf_command" directive')
+    for name, value in conf.ssl_conf_command:
+        if not conf_command_supported(name, value):
+            out.append(f'"ssl_conf_command {name} {value}"')
     return [
         ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
     ]
 
 
 __all__ = [
-    "DEFAULT_SESSION_TIMEOUT",
+    "CONF_COMMANDS",
+    "CONF_OPTIONS",
     "OPENSSL_CACHE_SIZE",
     "SCACHE_DEFAULT_BUILTIN",
     "SCACHE_NONE",
     "SCACHE_NO_BUILTIN",
     "SCACHE_OFF",
     "SessionCache",
+    "conf_command_supported",
     "openssl_refusals",
     "parse_session_cache",
-    "stdlib_refusals",
     "tls_enabled",
     "verify_enabled",
 ]

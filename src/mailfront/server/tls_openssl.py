@@ -63,6 +63,9 @@ VERIFY_ERRORS_OPTIONAL = frozenset(
 )
 
 # the TLS versions of ssl_protocols that OpenSSL 1.1+ still has, lowest first
+# OpenSSL's SSL_MODE_NO_AUTO_CHAIN (ssl.h), which the binding does not name
+SSL_MODE_NO_AUTO_CHAIN = 0x00000008
+
 # ngx_ssl_read_password_file: NGX_SSL_PASSWORD_BUFFER_SIZE
 PASSWORD_BUFFER_SIZE = 4096
 
@@ -131,18 +134,44 @@ def session_reused(conn: SSL.Connection) -> bool:
 
 
 def ssl_error_text(e: BaseException) -> str:
-    """nginx appends OpenSSL's error queue as `` (SSL: ...)``: the reasons pyOpenSSL kept."""
+    """nginx appends OpenSSL's error queue as `` (SSL: error:0A0000C1:SSL routines::...)``.
+
+    pyOpenSSL keeps each error's library, function and reason strings but not
+    its code; :func:`_error_code` finds the code back from the two strings.
+    """
     if isinstance(e, SSL.Error) and e.args and isinstance(e.args[0], list):
         parts = []
         for item in e.args[0]:
             if isinstance(item, tuple) and len(item) == 3:
-                lib, func, reason = item
-                parts.append(f"error:{lib}:{func}:{reason}")
+                lib, func, reason = (str(x or "") for x in item)
+                parts.append(f"error:{_error_code(lib, reason):08X}:{lib}:{func}:{reason}")
         if parts:
             return " (SSL: " + " ".join(parts) + ")"
     if isinstance(e, OSError) and e.strerror:
         return f" ({e.errno}: {e.strerror})"
     return f" ({e})" if str(e) else ""
+
+
+_ERROR_CODES: dict[tuple[str, str], int] = {}
+
+
+def _error_code(lib: str, reason: str) -> int:
+    """OpenSSL's packed error code (``ERR_PACK(lib, 0, reason)``) of a library and reason text."""
+    if not _ERROR_CODES:
+        for lib_no in range(1, 64):
+            lib_text = _text(_lib.ERR_lib_error_string(lib_no << 23))
+            if not lib_text:
+                continue
+            for reason_no in range(1, 2048):
+                code = (lib_no << 23) | reason_no
+                text = _text(_lib.ERR_reason_error_string(code))
+                if text:
+                    _ERROR_CODES.setdefault((lib_text, text), code)
+    return _ERROR_CODES.get((lib, reason), 0)
+
+
+def _text(ptr: Any) -> str:
+    return "" if ptr == _ffi.NULL else str(_ffi.string(ptr).decode("ascii", "replace"))
 
 
 class OpenSSLContext:
@@ -209,7 +238,8 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
         | SSL.OP_NO_RENEGOTIATION
         | SSL.OP_IGNORE_UNEXPECTED_EOF
     )
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # nginx: no buffers held by idle sessions
+    # nginx: no buffers held by idle sessions, and the chain sent is the certificate file's
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN)
     # one SSL_write takes a whole write, all its records (pyOpenSSL turns partial writes on)
     ctx.clear_mode(_lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
     _set_protocols(ctx, conf.ssl_protocols)
@@ -292,7 +322,62 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     # ngx_ssl_session_ticket_keys
     if not conf.ssl_session_tickets:
         ctx.set_options(SSL.OP_NO_TICKET)
+
+    # ngx_ssl_conf_commands, last, as nginx applies them
+    for name, value in conf.ssl_conf_command:
+        _conf_command(ctx, name, value)
     return OpenSSLContext(ctx, conf, alpn)
+
+
+# SSL_CONF's protocol names (MinProtocol, MaxProtocol)
+_PROTOCOL_NAMES = {
+    "none": 0,
+    "tlsv1": SSL.TLS1_VERSION,
+    "tlsv1.1": SSL.TLS1_1_VERSION,
+    "tlsv1.2": SSL.TLS1_2_VERSION,
+    "tlsv1.3": SSL.TLS1_3_VERSION,
+}
+# the "Options" words of CONF_OPTIONS, as SSL_CONF sets them
+_OPTION_BITS = {
+    "serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
+    "norenegotiation": SSL.OP_NO_RENEGOTIATION,
+    "prioritizechacha": 0x00200000,  # SSL_OP_PRIORITIZE_CHACHA, unnamed in the binding
+    "-sessionticket": SSL.OP_NO_TICKET,
+    "-compression": SSL.OP_NO_COMPRESSION,
+}
+
+
+def _conf_command(ctx: SSL.Context, name: str, value: str) -> None:
+    """One ``ssl_conf_command``, as ``SSL_CONF_cmd`` would apply it (the supported ones)."""
+    key = name.lower()
+    raw = value.encode("ascii", "replace")
+    ok = True
+    try:
+        if key == "ciphersuites":
+            ctx.set_tls13_ciphersuites(raw)
+        elif key == "cipherstring":
+            ctx.set_cipher_list(raw)
+        elif key in ("groups", "curves"):
+            ok = bool(_lib.SSL_CTX_set1_curves_list(ctx._context, raw))
+        elif key == "signaturealgorithms":
+            ok = bool(_lib.SSL_CTX_set1_sigalgs_list(ctx._context, raw))
+        elif key in ("minprotocol", "maxprotocol"):
+            version = _PROTOCOL_NAMES.get(value.lower())
+            if version is None:
+                ok = False
+            elif key == "minprotocol":
+                ctx.set_min_proto_version(version)
+            else:
+                ctx.set_max_proto_version(version)
+        else:  # options
+            for word in value.split(","):
+                if word.strip():
+                    ctx.set_options(_OPTION_BITS[word.strip().lower()])
+    except SSL.Error as e:
+        raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed{ssl_error_text(e)}') from None
+    if not ok:
+        _lib.ERR_clear_error()
+        raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed')
 
 
 def _set_protocols(ctx: SSL.Context, protocols: tuple[str, ...]) -> None:
