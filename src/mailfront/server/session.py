@@ -201,7 +201,7 @@ class Session(asyncio.Protocol):
             self.timer.cancel()
         self.action = "in starttls state" if self.starttls else "SSL handshaking"
         self.timer = srv.loop.call_later(srv.conf.timeout, self._timed_out)
-        self.transport = TLSTransport(self.transport, srv.ssl_ctx, self, self._tls_done)
+        self.transport = TLSTransport(self.transport, srv.ssl_ctx, self, self._tls_done, srv.loop)
 
     def _tls_done(self, exc: BaseException | None) -> None:
         """The handshake ended: refuse, or go on where the session left off."""

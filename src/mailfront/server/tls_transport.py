@@ -46,7 +46,16 @@ HandshakeDone = Callable[[BaseException | None], None]
 class TLSTransport(asyncio.Transport):
     """The server side of a TLS connection on a plain transport, as a transport."""
 
-    __slots__ = ("_app", "_closing", "_conn", "_handshaking", "_on_handshake", "_raw")
+    __slots__ = (
+        "_app",
+        "_closing",
+        "_conn",
+        "_handshaking",
+        "_loop",
+        "_on_handshake",
+        "_paused",
+        "_raw",
+    )
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class TLSTransport(asyncio.Transport):
         tls: OpenSSLContext,
         app: asyncio.Protocol,
         on_handshake: HandshakeDone,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__()
         self._raw = raw
@@ -61,6 +71,8 @@ class TLSTransport(asyncio.Transport):
         self._on_handshake: HandshakeDone | None = on_handshake
         self._handshaking = True
         self._closing = False
+        self._paused = False  # the session paused reading: records wait in the BIO
+        self._loop = loop
         self._conn = tls.connection()
         raw.set_protocol(self)  # type: ignore[arg-type]
 
@@ -89,6 +101,12 @@ class TLSTransport(asyncio.Transport):
             self._handshake_done(None)
             if self._closing:
                 return
+        if not self._paused:
+            self._read()
+
+    def _read(self) -> None:
+        """Decrypt what the incoming BIO holds and hand it to the session in one call."""
+        conn = self._conn
         chunks: list[bytes] = []
         eof = False
         while True:
@@ -183,10 +201,22 @@ class TLSTransport(asyncio.Transport):
         return False
 
     def pause_reading(self) -> None:
+        self._paused = True
         self._raw.pause_reading()
 
     def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
         self._raw.resume_reading()
+        if not self._handshaking:
+            # what was read before the pause waits in the BIO: hand it over
+            # from the loop, as a plain transport would, not from inside the caller
+            self._loop.call_soon(self._resume_read)
+
+    def _resume_read(self) -> None:
+        if not self._paused and not self._closing:
+            self._read()
 
     def is_reading(self) -> bool:
         return self._raw.is_reading()
