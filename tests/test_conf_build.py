@@ -381,8 +381,12 @@ def test_not_supported_yet(tmp_path: Path) -> None:
         )
     )
     assert s.proxy_protocol == 2 and s.listen[0].proxy_protocol and len(s.set_real_ip_from) == 1
-    e = error(tmp_path, "user root root;\n" + MINIMAL)
-    assert str(e) == f'"user" directive is not supported yet in {path}:1'
+    assert load(tmp_path, "user root root;\n" + MINIMAL).main.user == ("root", "root")
+    assert load(tmp_path, "user nobody nogroup;\n" + MINIMAL).main.user == ("nobody", "nogroup")
+    e = error(tmp_path, "user root mailfront-no-such-group;\n" + MINIMAL)
+    assert str(e) == f'getgrnam("mailfront-no-such-group") failed in {path}:1'
+    e = error(tmp_path, "user nobody nogroup;\nuser root;\n" + MINIMAL)
+    assert str(e) == f'"user" directive is duplicate in {path}:2'
 
 
 def test_tls_checks_once_enabled(tmp_path: Path) -> None:

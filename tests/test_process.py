@@ -229,3 +229,80 @@ def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no
             mf.signal(signal.SIGQUIT)
             assert mf.proc.wait(10) == 0
             assert not (tmp_path / "mailfront.pid").exists()
+
+
+def _uids(pid: int) -> tuple[int, int]:
+    """The real and effective uid of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            real, effective = line.split()[1:3]
+            return int(real), int(effective)
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the workers switch users only under a root master")
+def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``user``: a root master's workers run as nginx's default user (nobody:nogroup)
+    or the one named; the master stays root; USR1 hands a log file that was moved
+    away back to the workers' user, so they can reopen it by name."""
+    import grp
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    # the workers reopen their log by name: its folder must be theirs to enter
+    logdir = Path(tempfile.mkdtemp(prefix="mailfront-user-"))
+    logdir.chmod(0o755)
+    try:
+        with AuthServer(route_to(dovecot.imap_port)) as auth:
+            port = free_port()
+            mf = Mailfront(tmp_path, block(auth, port), [port], main="worker_processes 1;")
+            text = mf.conf.read_text().replace("master_process off;", "master_process on;")
+            mf.conf.write_text(text.replace(str(mf.log_path), str(logdir / "error.log")))
+            mf.log_path = logdir / "error.log"
+            with mf:
+                assert mf.proc is not None
+                master = mf.proc.pid
+                mf.wait_log("start worker process")
+                deadline = time.monotonic() + 5
+                while not _children(master) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                (worker,) = _children(master)
+                wait_port(port)
+                login(port).logout()
+                assert _uids(master) == (0, 0)
+                assert _uids(worker) == (nobody, nobody)
+                status = Path(f"/proc/{worker}/status").read_text()
+                assert f"Gid:\t{nogroup}\t{nogroup}" in status
+                # log rotation: the file is moved away, USR1 makes a new one for the workers
+                (logdir / "error.log").rename(logdir / "error.log.1")
+                mf.signal(signal.SIGUSR1)
+                deadline = time.monotonic() + 5
+                while not (logdir / "error.log").exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert (logdir / "error.log").stat().st_uid == nobody
+                deadline = time.monotonic() + 5  # the worker says so in the old file, then reopens
+                while (
+                    "reopening logs" not in (logdir / "error.log.1").read_text()
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.05)
+                login(port).logout()
+                mf.wait_log("client logged in")
+                assert "failed" not in mf.log()
+                # "user root": the workers of the next generation keep root
+                text = mf.conf.read_text()
+                mf.conf.write_text(text.replace("daemon off;", "daemon off;\nuser root;"))
+                mf.signal(signal.SIGHUP)
+                deadline = time.monotonic() + 10
+                while worker in _children(master) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                (worker,) = _children(master)
+                assert _uids(worker) == (0, 0)
+                mf.signal(signal.SIGQUIT)
+                assert mf.proc.wait(10) == 0
+    finally:
+        import shutil
+
+        shutil.rmtree(logdir, ignore_errors=True)

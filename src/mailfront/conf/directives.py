@@ -154,7 +154,10 @@ TABLE: tuple[Directive, ...] = (
          "time"),
     _row("env", MAIN, TAKE1, h.env, "core", "variable[=value]", "",
          note="May repeat."),
-    _row("user", MAIN, TAKE12, h.user, "core", "user [group]", "", supported=False),
+    _row("user", MAIN, TAKE12, h.user, "core", "user [group]", "nobody nogroup",
+         note="The workers' user and group, when the master runs as root (nginx's "
+         "compiled-in default when the directive is absent); one process "
+         "(`master_process off`) keeps its user, as nginx."),
     _row("events", MAIN, NOARGS, None, "events", "{ ... }", "", block=True,
          note="Required, as in nginx."),
     _row("worker_connections", EV, TAKE1, h.worker_connections, "events", "number", "512"),

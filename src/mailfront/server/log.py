@@ -176,8 +176,16 @@ class Log:
         return -1
 
     def reopen(self) -> None:
+        """``ngx_reopen_files``: a file that cannot be opened keeps its old descriptor."""
         for t in self.targets:
-            t.open()
+            try:
+                t.open()
+            except OSError as e:
+                self.log(EMERG, f'open() "{t.path}" failed ({e.errno}: {e.strerror})')
+
+    def file_paths(self) -> list[str]:
+        """The paths of the file targets."""
+        return [t.path for t in self.targets if t.syslog is None and t.path != "stderr"]
 
     def close(self) -> None:
         for t in self.targets:

@@ -10,7 +10,8 @@ signals with ``sigwait``, as nginx's master sleeps in ``sigsuspend``:
   gracefully (``QUIT``): their sessions go on to their end;
 - ``QUIT``: graceful stop of every worker, then exit;
 - ``TERM``, ``INT``: fast stop of every worker, then exit;
-- ``USR1``: reopen the master's logs and tell the workers to reopen theirs;
+- ``USR1``: reopen the master's logs, hand every log file to the workers'
+  user, and tell the workers to reopen theirs;
 - ``CHLD``: reap; a worker that died unasked is started again.
 """
 
@@ -44,6 +45,60 @@ NAMES: dict[int, str] = {
 }
 FAST_STOP_DEADLINE = 10.0  # seconds the master waits for workers after TERM before KILL
 
+# nginx's compiled-in NGX_USER and NGX_GROUP (Debian's build: no --user/--group)
+DEFAULT_USER = ("nobody", "nogroup")
+
+
+def worker_identity(config: Config) -> tuple[str, int, int] | None:
+    """Whom the workers run as: None unless the master runs as root.
+
+    ``user name [group]``, else nginx's default (``ngx_core_module_init_conf``).
+    Raises ``ValueError`` with nginx's message when a name is unknown.
+    """
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    name, group = tuple(config.main.user) if config.main.user else DEFAULT_USER
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ValueError(f'getpwnam("{name}") failed') from None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f'getgrnam("{group}") failed') from None
+    return name, uid, gid
+
+
+def own_log_files(config: Config, log: Log, uid: int) -> None:
+    """``ngx_reopen_files`` in the master: each log file exists and the workers' user owns it.
+
+    The workers reopen their logs by name after the master's ``USR1``; as
+    nginx does, the master first creates a file that was moved away and
+    gives it to the workers' user (and read-write to its owner).
+    """
+    paths = [t.target for t in config.main.error_log]
+    if config.mail is not None:
+        paths += [t.target for s in config.mail.servers for t in s.error_log]
+    for path in dict.fromkeys(p for p in paths if p != "stderr" and not p.startswith("syslog:")):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            log.log(EMERG, f'open() "{path}" failed ({e.errno}: {e.strerror})')
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != uid:
+                os.fchown(fd, uid, -1)
+            if st.st_mode & 0o600 != 0o600:
+                os.fchmod(fd, st.st_mode | 0o600)
+        except OSError as e:
+            log.log(EMERG, f'chown("{path}", {uid}) failed ({e.errno}: {e.strerror})')
+        finally:
+            os.close(fd)
+
 
 class Master:
     def __init__(
@@ -60,6 +115,7 @@ class Master:
         self.directives = directives
         self.ssl_contexts = ssl_contexts
         self.workers: dict[int, int] = {}  # pid -> generation
+        self.identity: tuple[str, int, int] | None = None  # the workers' user (worker_identity)
         self.generation = 0
         self.stopping = False
 
@@ -84,6 +140,7 @@ class Master:
                         self.directives,
                         self.ssl_contexts,
                         managed=True,
+                        identity=self.identity,
                     )
                 finally:
                     os._exit(code)
@@ -126,7 +183,8 @@ class Master:
                 self.config.conf_file, self.config.prefix, self.directives, resolver=system_resolver
             )
             ssl_contexts = build_ssl_contexts(new)
-        except confmod.ConfError as e:
+            identity = worker_identity(new)
+        except (confmod.ConfError, ValueError) as e:
             self.log.log(EMERG, str(e))
             return
         plan = plan_listeners(new)
@@ -149,6 +207,7 @@ class Master:
         previous = self.generation
         gone = [lst for key, lst in self.listeners.items() if key not in listeners]
         self.config, self.listeners, self.ssl_contexts = new, listeners, ssl_contexts
+        self.identity = identity
         self.generation += 1
         self.spawn(max(1, new.main.worker_processes))
         self.signal_workers(signal.SIGQUIT, previous)
@@ -159,6 +218,11 @@ class Master:
     # -- the master's loop -----------------------------------------------------
 
     def run(self) -> int:
+        try:
+            self.identity = worker_identity(self.config)
+        except ValueError as e:
+            self.log.log(EMERG, str(e))
+            return 1
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         self.spawn(max(1, self.config.main.worker_processes))
         deadline: float | None = None
@@ -184,6 +248,8 @@ class Master:
                 self.reload()
             elif signum == signal.SIGUSR1:
                 self.log.reopen()
+                if self.identity is not None:
+                    own_log_files(self.config, self.log, self.identity[1])
                 self.signal_workers(signal.SIGUSR1)
             elif signum == signal.SIGQUIT:
                 self.stopping = True

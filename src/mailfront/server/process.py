@@ -69,6 +69,31 @@ def make_auth(conf: ServerConf, cache: dict[Any, AuthBackend]) -> AuthBackend:
     return cache[key]
 
 
+def drop_privileges(identity: tuple[str, int, int], log: Log) -> bool:
+    """``ngx_worker_process_init``: setgid, initgroups, setuid; False (logged) on a failure.
+
+    The worker has read what it needs as root by then (its server logs, the
+    auth_file users), as nginx's master reads the configuration's files.
+    """
+    name, uid, gid = identity
+    try:
+        os.setgid(gid)
+    except OSError as e:
+        log.log(EMERG, f"setgid({gid}) failed ({e.errno}: {e.strerror})")
+        return False
+    try:
+        os.initgroups(name, gid)
+    except OSError as e:
+        log.log(EMERG, f"initgroups({name}, {gid}) failed ({e.errno}: {e.strerror})")
+        return False
+    try:
+        os.setuid(uid)
+    except OSError as e:
+        log.log(EMERG, f"setuid({uid}) failed ({e.errno}: {e.strerror})")
+        return False
+    return True
+
+
 class Worker:
     """The event loop side: listeners, sessions, signals."""
 
@@ -87,6 +112,8 @@ class Worker:
         # the SSL context of each TLS server, by id(ServerConf): cli.build_ssl_contexts
         self.ssl_contexts: dict[int, Any] = {}
         self.managed = False  # a worker under a master: HUP is the master's
+        self.identity: tuple[str, int, int] | None = None  # switch to this user once serving
+        self.exit_code = 0
 
     def bind_runtimes(self, config: Config) -> None:
         """Point every listener at the runtime of its server(s) in ``config``."""
@@ -141,6 +168,9 @@ class Worker:
         self.bind_runtimes(self.config)
         for listener in self.listeners.values():
             await self._start_listener(listener)
+        if self.identity is not None and not drop_privileges(self.identity, self.log):
+            self.exit_code = 2  # as ngx_worker_process_init's exit(2)
+            return
         for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(sig, self.on_signal, sig)
         await self.stopped
@@ -356,10 +386,12 @@ def serve(
     directives: str | None,
     ssl_contexts: dict[int, Any],
     managed: bool = False,
+    identity: tuple[str, int, int] | None = None,
 ) -> int:
     """Run the event loop of one process until it is stopped; the exit code.
 
     ``managed``: a worker under a master, which handles HUP itself.
+    ``identity``: the user a worker switches to once it serves (``user``).
     """
     loop = _new_loop()
     asyncio.set_event_loop(loop)
@@ -371,7 +403,9 @@ def serve(
         worker = Worker(config, log, listeners, directives)
         worker.ssl_contexts = ssl_contexts
         worker.managed = managed
+        worker.identity = identity
         loop.run_until_complete(worker.serve())
+        code = worker.exit_code
     except Exception as e:
         log.log(EMERG, f"{type(e).__name__}: {e}")
         code = 1
