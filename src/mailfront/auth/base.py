@@ -85,7 +85,8 @@ class AuthError(Exception):
 
 
 class AuthBackend(TypingProtocol):
-    async def authenticate(self, info: SessionInfo, req: AuthRequest, attempt: int) -> AuthResult:
-        ...
+    async def authenticate(
+        self, info: SessionInfo, req: AuthRequest, attempt: int
+    ) -> AuthResult: ...
 
     def close(self) -> None: ...
