@@ -349,14 +349,6 @@ def test_no_alpn_is_fine(env: Env, protocol: str) -> None:
     assert read_line(tls) == GREETING[protocol]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tls_openssl._alpn_select returns SSL.NO_OVERLAPPING_PROTOCOLS, which pyOpenSSL "
-    "turns into SSL_TLSEXT_ERR_NOACK (go on without ALPN), not SSL_TLSEXT_ERR_ALERT_FATAL: "
-    "the handshake completes with 'No ALPN negotiated' and the client gets the greeting. "
-    "nginx (1.21.4+) ends it with alert 120 and logs 'SSL_do_handshake() failed (SSL: "
-    "error:0A0000EB:SSL routines::no application protocol) while SSL handshaking'",
-)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_alpn_mismatch_is_a_fatal_alert(env: Env, protocol: str) -> None:
     port = env.ports[protocol]
@@ -429,14 +421,6 @@ def test_session_timeout(env: Env, tmp_path: Path, version: str) -> None:
     assert handshake(env, "short", version, "-sess_in", sess) == "New"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tls_openssl.make_context calls ctx.set_timeout(ssl_session_timeout) only for "
-    "'ssl_session_cache builtin'; nginx's ngx_ssl_session_cache calls SSL_CTX_set_timeout "
-    "first, for every cache mode. So with the default cache (none) and with 'off', "
-    "tickets keep OpenSSL's 7200 s (lifetime hint 7200, resumable for two hours) instead "
-    "of ssl_session_timeout (default 5m: hint 300, as nginx 1.22.1 sends)",
-)
 @pytest.mark.parametrize("version", list(VERSIONS))
 def test_session_timeout_applies_to_tickets(env: Env, tmp_path: Path, version: str) -> None:
     out = s_client(env, env.ports["imap"], version, stdin=QUIT["imap"])
@@ -563,13 +547,6 @@ def test_connected_is_logged_before_the_handshake(env: Env) -> None:
     assert read_all(s) == b""  # closed at the timeout: no alert, no greeting
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nginx (1.22.1 run here, and ngx_ssl_handshake_handler in today's source: a "
-    "timed-out event goes to ngx_mail_ssl_handshake_handler, which closes) logs nothing "
-    "when the timeout ends a handshake; session._timed_out logs 'client timed out (110: "
-    "Connection timed out) while SSL handshaking' (and 'while in starttls state')",
-)
 def test_handshake_timeout_is_silent_as_in_nginx(env: Env) -> None:
     port = env.ports["slow"]
     s = net.connect(port)

@@ -200,8 +200,14 @@ class Session(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.action = "in starttls state" if self.starttls else "SSL handshaking"
-        self.timer = srv.loop.call_later(srv.conf.timeout, self._timed_out)
+        self.timer = srv.loop.call_later(srv.conf.timeout, self._handshake_timed_out)
         self.transport = TLSTransport(self.transport, srv.ssl_ctx, self, self._tls_done, srv.loop)
+
+    def _handshake_timed_out(self) -> None:
+        """nginx closes a handshake that outlives ``timeout`` without a word
+        (``ngx_mail_ssl_handshake_handler`` on a timed-out event)."""
+        self.timer = None
+        self.close()
 
     def _tls_done(self, exc: BaseException | None) -> None:
         """The handshake ended: refuse, or go on where the session left off."""

@@ -205,15 +205,35 @@ def _accept_any(_ok: int, _store: Any) -> int:
 _VERIFY_CALLBACK = _ffi.callback("int (*)(int, X509_STORE_CTX *)", _accept_any)
 
 
-def _alpn_select(alpn: bytes) -> Any:
-    """``ngx_mail_ssl_alpn_select``: the protocol's id, or a fatal alert."""
+def _alpn_callback(alpn: bytes) -> Any:
+    """``ngx_mail_ssl_alpn_select``: the protocol's id, or a fatal alert.
 
-    def select(_conn: Any, offered: list[bytes]) -> Any:
-        if alpn in offered:
-            return alpn
-        return SSL.NO_OVERLAPPING_PROTOCOLS
+    A C callback of our own: pyOpenSSL's ``NO_OVERLAPPING_PROTOCOLS`` answers
+    ``SSL_TLSEXT_ERR_NOACK`` (go on without ALPN), and nginx ends the handshake
+    with ``no_application_protocol`` (``SSL_TLSEXT_ERR_ALERT_FATAL``).
+    """
 
-    return select
+    def select(_ssl: Any, out: Any, outlen: Any, offered: Any, offered_len: int, _arg: Any) -> int:
+        data = _ffi.buffer(offered, offered_len)[:]
+        i = 0
+        while i < len(data):
+            n = data[i]
+            if data[i + 1 : i + 1 + n] == alpn:
+                out[0] = offered + i + 1  # points into the ClientHello, as SSL_select_next_proto
+                outlen[0] = n
+                return int(_lib.SSL_TLSEXT_ERR_OK)
+            i += 1 + n
+        return int(_lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+
+    return _ffi.callback(
+        "int (*)(SSL *, unsigned char **, unsigned char *, unsigned char *, unsigned int, void *)",
+        select,
+        error=int(_lib.SSL_TLSEXT_ERR_ALERT_FATAL),
+    )
+
+
+# one callback per protocol id, alive as long as the process (the contexts point at them)
+_ALPN_CALLBACKS: dict[bytes, Any] = {}
 
 
 def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
@@ -246,7 +266,10 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
 
     # ngx_mail_ssl_alpn_select
     alpn = protocol_name.encode("ascii")
-    ctx.set_alpn_select_callback(_alpn_select(alpn))
+    callback = _ALPN_CALLBACKS.get(alpn)
+    if callback is None:
+        callback = _ALPN_CALLBACKS[alpn] = _alpn_callback(alpn)
+    _lib.SSL_CTX_set_alpn_select_cb(ctx._context, callback, _ffi.NULL)
 
     # ngx_ssl_ciphers
     try:
@@ -299,25 +322,22 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
             _lib.ERR_clear_error()
             raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed') from None
 
-    # ngx_ssl_session_cache
+    # ngx_ssl_session_cache: the timeout (sessions and tickets) and the session
+    # id context (nginx hashes the certificates and names) whatever the mode
+    ctx.set_timeout(int(conf.ssl_session_timeout))
+    ids.update(b"mailfront:" + f"{conf.file}:{conf.line}".encode())
+    ctx.set_session_id(ids.digest()[:32])
     cache = parse_session_cache(conf.ssl_session_cache)
     if cache.builtin == SCACHE_OFF:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    elif cache.builtin == SCACHE_NONE:
+        # nginx's "none": pretend to cache (Outlook Express needs it), store nothing
+        ctx.set_session_cache_mode(
+            SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_AUTO_CLEAR | SSL.SESS_CACHE_NO_INTERNAL_STORE
+        )
     else:
-        # the session id context: nginx hashes the certificates and names
-        ids.update(b"mailfront:" + f"{conf.file}:{conf.line}".encode())
-        ctx.set_session_id(ids.digest()[:32])
-        if cache.builtin == SCACHE_NONE:
-            # nginx's "none": pretend to cache (Outlook Express needs it), store nothing
-            ctx.set_session_cache_mode(
-                SSL.SESS_CACHE_SERVER
-                | SSL.SESS_CACHE_NO_AUTO_CLEAR
-                | SSL.SESS_CACHE_NO_INTERNAL_STORE
-            )
-        else:
-            assert cache.builtin == SCACHE_DEFAULT_BUILTIN or cache.shared is None
-            ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-            ctx.set_timeout(int(conf.ssl_session_timeout))
+        assert cache.builtin == SCACHE_DEFAULT_BUILTIN or cache.shared is None
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
 
     # ngx_ssl_session_ticket_keys
     if not conf.ssl_session_tickets:
