@@ -74,15 +74,6 @@ DER = Encoding.DER
 # them say so with this mark.
 OLD_TLS = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
-# make_context calls pyOpenSSL APIs that pyOpenSSL 26 deprecates (a bug of src/, recorded
-# by test_make_context_uses_no_deprecated_api, a strict xfail): these three filters go
-# with that test
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Passing pyOpenSSL PKey objects is deprecated:DeprecationWarning",
-    "ignore:X509.get_subject is deprecated:DeprecationWarning",
-    "ignore:Context.set_client_ca_list is deprecated:DeprecationWarning",
-)
-
 # what the server writes after a handshake that passes ngx_mail_verify_cert
 HELLO = b"* OK hello\r\n"
 
@@ -341,12 +332,6 @@ def test_defaults_as_nginx(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     assert handshake(ctx, server, client_ctx(pki, versions=TLS12)).version == "TLSv1.2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tls_openssl passes pyOpenSSL PKey objects to use_privatekey (_load_pair) and X509Name "
-    "objects to set_client_ca_list (make_context), both deprecated by pyOpenSSL 26: with "
-    "filterwarnings=error, any test that builds a context fails without the module's filters",
-)
 def test_make_context_uses_no_deprecated_api(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     server = load_server(tmp_path, certs(ecdsa) + verify_lines(pki))
     with warnings.catch_warnings(record=True) as seen:
@@ -1357,3 +1342,41 @@ def test_der_reader_on_damaged_certificates(pki: Pki, alice: Issued, data: st.Da
         auth_http.SSL_SUBJECT, auth_http.SSL_ISSUER, auth_http.SSL_SERIAL,
         auth_http.SSL_FINGERPRINT, auth_http.SSL_CERT,
     }  # fmt: skip
+
+
+def test_openssl_error_texts_are_nginx_s(tmp_path: Path, ecdsa: Issued) -> None:
+    """The ``(SSL: ...)`` tails of the common mistakes, word for word as Debian's nginx
+    (OpenSSL 3.0) prints them with ``nginx -t`` (compared by hand; the codes are OpenSSL's)."""
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    gone = tmp_path / "gone.pem"
+    enoent = f"system library::No such file or directory:calling fopen({gone}, r)"
+    cases = {
+        f"ssl_certificate {gone}; ssl_certificate_key {ecdsa.key};": (
+            f'cannot load certificate "{gone}": BIO_new_file() failed (SSL: error:80000002:'
+            f"{enoent} error:10000080:BIO routines::no such file)"
+        ),
+        f"ssl_certificate {empty}; ssl_certificate_key {ecdsa.key};": (
+            f'cannot load certificate "{empty}": PEM_read_bio_X509_AUX() failed (SSL: '
+            "error:0480006C:PEM routines::no start line:Expecting: TRUSTED CERTIFICATE)"
+        ),
+        certs(ecdsa) + f" ssl_dhparam {empty};": (
+            f'PEM_read_bio_DHparams("{empty}") failed (SSL: error:0480006C:PEM routines::'
+            "no start line:Expecting: DH PARAMETERS)"
+        ),
+        certs(ecdsa) + " ssl_ecdh_curve prime256v1:foo:bar;": (
+            'SSL_CTX_set1_curves_list("prime256v1:foo:bar") failed (SSL: error:0A080106:'
+            "SSL routines::passed invalid argument:group 'foo' cannot be set)"
+        ),
+        certs(ecdsa) + " ssl_conf_command Ciphersuites BOGUS;": (
+            'SSL_CONF_cmd("Ciphersuites", "BOGUS") failed (SSL: error:0A0000B9:SSL routines::'
+            "no cipher match error:0A000180:SSL routines::bad value:cmd=Ciphersuites, "
+            "value=BOGUS)"
+        ),
+        certs(ecdsa) + " ssl_conf_command MinProtocol foo;": (
+            'SSL_CONF_cmd("MinProtocol", "foo") failed (SSL: error:0A000180:SSL routines::'
+            "bad value:cmd=MinProtocol, value=foo)"
+        ),
+    }
+    for lines, message in cases.items():
+        assert refused(tmp_path, lines) == message, lines

@@ -133,7 +133,7 @@ def session_reused(conn: SSL.Connection) -> bool:
     return bool(_lib.SSL_session_reused(conn._ssl))
 
 
-def ssl_error_text(e: BaseException) -> str:
+def ssl_error_text(e: BaseException, first: bool = False) -> str:
     """nginx appends OpenSSL's error queue as `` (SSL: error:0A0000C1:SSL routines::...)``.
 
     pyOpenSSL keeps each error's library, function and reason strings but not
@@ -146,10 +146,30 @@ def ssl_error_text(e: BaseException) -> str:
                 lib, func, reason = (str(x or "") for x in item)
                 parts.append(f"error:{_error_code(lib, reason):08X}:{lib}:{func}:{reason}")
         if parts:
-            return " (SSL: " + " ".join(parts) + ")"
+            return " (SSL: " + " ".join(parts[:1] if first else parts) + ")"
     if isinstance(e, OSError) and e.strerror:
         return f" ({e.errno}: {e.strerror})"
     return f" ({e})" if str(e) else ""
+
+
+def bio_error_text(path: str, e: OSError) -> str:
+    """OpenSSL 3's error queue after ``BIO_new_file(path, "r")`` failed, as nginx prints it."""
+    errno_ = e.errno or 0
+    why = e.strerror or ""
+    bio = (
+        "error:10000080:BIO routines::no such file"
+        if errno_ in (2, 6)  # ENOENT, ENXIO: BIO_R_NO_SUCH_FILE
+        else "error:10080002:BIO routines::system lib"
+    )
+    return (
+        f" (SSL: error:{0x80000000 | errno_:08X}:system library::{why}:calling fopen({path}, r)"
+        f" {bio})"
+    )
+
+
+def no_start_line(expecting: str) -> str:
+    """OpenSSL's error when a PEM file holds no block of the kind read."""
+    return f" (SSL: error:0480006C:PEM routines::no start line:Expecting: {expecting})"
 
 
 _ERROR_CODES: dict[tuple[str, str], int] = {}
@@ -168,6 +188,39 @@ def _error_code(lib: str, reason: str) -> int:
                 if text:
                     _ERROR_CODES.setdefault((lib_text, text), code)
     return _ERROR_CODES.get((lib, reason), 0)
+
+
+def queue_text() -> str:
+    """The error queue after a failed call through the binding, drained, as nginx prints it."""
+    parts = []
+    while True:
+        code = int(_lib.ERR_get_error())
+        if not code:
+            break
+        lib = _text(_lib.ERR_lib_error_string(code))
+        func = _text(_lib.ERR_func_error_string(code))
+        parts.append(f"error:{code:08X}:{lib}:{func}:{_text(_lib.ERR_reason_error_string(code))}")
+    return " (SSL: " + " ".join(parts) + ")" if parts else ""
+
+
+def _groups_error(ctx: SSL.Context, names: str) -> str:
+    """OpenSSL 3's error for a group list it refused: the first name it does not know.
+
+    The OpenSSL that ``cryptography`` ships refuses without a word in the
+    queue; nginx on OpenSSL 3 prints this.
+    """
+    queue = queue_text()
+    if queue:
+        return queue
+    for name in names.split(":"):
+        raw = name.encode("ascii", "replace")
+        if name and not _lib.SSL_CTX_set1_curves_list(ctx._context, raw):
+            _lib.ERR_clear_error()
+            return (
+                f" (SSL: error:0A080106:SSL routines::passed invalid argument:"
+                f"group '{name}' cannot be set)"
+            )
+    return ""
 
 
 def _text(ptr: Any) -> str:
@@ -293,7 +346,13 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
         ctx.set_verify_depth(conf.ssl_verify_depth)
         if conf.ssl_client_certificate:
             cas = _load_cas(ctx, conf.ssl_client_certificate)
-            ctx.set_client_ca_list([crypto.X509.from_cryptography(c).get_subject() for c in cas])
+            # SSL_load_client_CA_file: each subject once, in the file's order
+            seen: set[bytes] = set()
+            for ca in cas:
+                subject = ca.subject.public_bytes()
+                if subject not in seen:
+                    seen.add(subject)
+                    ctx.add_client_ca(ca)
         if conf.ssl_trusted_certificate:
             _load_cas(ctx, conf.ssl_trusted_certificate)
         if conf.ssl_crl:
@@ -302,25 +361,25 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     # ngx_ssl_dhparam
     if conf.ssl_dhparam:
         try:
-            with open(conf.ssl_dhparam, "rb"):
-                pass
+            with open(conf.ssl_dhparam, "rb") as f:
+                dh_pem = f.read()
         except OSError as e:
             raise ConfError(
-                f'BIO_new_file("{conf.ssl_dhparam}") failed ({e.errno}: {e.strerror})'
+                f'BIO_new_file("{conf.ssl_dhparam}") failed{bio_error_text(conf.ssl_dhparam, e)}'
             ) from None
+        what = f'PEM_read_bio_DHparams("{conf.ssl_dhparam}") failed'
+        if b"-----BEGIN DH PARAMETERS-----" not in dh_pem:
+            raise ConfError(what + no_start_line("DH PARAMETERS"))
         try:
             ctx.load_tmp_dh(conf.ssl_dhparam.encode())
         except SSL.Error as e:
-            raise ConfError(
-                f'PEM_read_bio_DHparams("{conf.ssl_dhparam}") failed{ssl_error_text(e)}'
-            ) from None
+            raise ConfError(what + ssl_error_text(e, first=True)) from None
 
     # ngx_ssl_ecdh_curve: "auto" keeps OpenSSL's list (pyOpenSSL sets it)
     if conf.ssl_ecdh_curve != "auto":
         name = conf.ssl_ecdh_curve
         if not _lib.SSL_CTX_set1_curves_list(ctx._context, name.encode("ascii", "replace")):
-            _lib.ERR_clear_error()
-            raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed') from None
+            raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed{_groups_error(ctx, name)}')
 
     # ngx_ssl_session_cache: the timeout (sessions and tickets) and the session
     # id context (nginx hashes the certificates and names) whatever the mode
@@ -394,10 +453,15 @@ def _conf_command(ctx: SSL.Context, name: str, value: str) -> None:
                 if word.strip():
                     ctx.set_options(_OPTION_BITS[word.strip().lower()])
     except SSL.Error as e:
-        raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed{ssl_error_text(e)}') from None
+        why = ssl_error_text(e)
+        ok = False
+    else:
+        why = _groups_error(ctx, value) if key in ("groups", "curves") else queue_text()
     if not ok:
-        _lib.ERR_clear_error()
-        raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed')
+        # SSL_CONF_cmd adds its own error last
+        bad = f"error:0A000180:SSL routines::bad value:cmd={name}, value={value}"
+        why = why[:-1] + " " + bad + ")" if why else f" (SSL: {bad})"
+        raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed{why}')
 
 
 def _set_protocols(ctx: SSL.Context, protocols: tuple[str, ...]) -> None:
@@ -431,17 +495,18 @@ def _load_pair(
             pem = f.read()
     except OSError as e:
         raise ConfError(
-            f'cannot load certificate "{cert}": BIO_new_file() failed ({e.errno}: {e.strerror})'
+            f'cannot load certificate "{cert}": BIO_new_file() failed{bio_error_text(cert, e)}'
         ) from None
     blocks = _PEM_CERT.findall(pem)
     if not blocks or _cert_is_bad(pem):
-        raise ConfError(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed')
+        tail = no_start_line("TRUSTED CERTIFICATE") if not blocks else ""
+        raise ConfError(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed{tail}')
     try:
         with open(key, "rb") as f:
             key_pem = f.read()
     except OSError as e:
         raise ConfError(
-            f'cannot load certificate key "{key}": BIO_new_file() failed ({e.errno}: {e.strerror})'
+            f'cannot load certificate key "{key}": BIO_new_file() failed{bio_error_text(key, e)}'
         ) from None
     try:
         ctx.use_certificate_chain_file(cert.encode())
@@ -468,7 +533,7 @@ def _load_pair(
             f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() failed{why}'
         ) from None
     try:
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(private))
+        ctx.use_privatekey(private)
         ctx.check_privatekey()
     except (SSL.Error, TypeError, ValueError) as e:
         raise ConfError(f'SSL_CTX_use_PrivateKey("{key}") failed{ssl_error_text(e)}') from None
@@ -482,11 +547,14 @@ def _load_cas(ctx: SSL.Context, path: str) -> list[x509.Certificate]:
             pem = f.read()
     except OSError as e:
         raise ConfError(
-            f'cannot load certificate "{path}": BIO_new_file() failed ({e.errno}: {e.strerror})'
+            f'cannot load certificate "{path}": BIO_new_file() failed{bio_error_text(path, e)}'
         ) from None
     blocks = _PEM_CERT.findall(pem)
     if not blocks:
-        raise ConfError(f'cannot load certificate "{path}": no certificates')
+        raise ConfError(
+            f'cannot load certificate "{path}": PEM_read_bio_X509_AUX() failed'
+            + no_start_line("TRUSTED CERTIFICATE")
+        )
     cas: list[x509.Certificate] = []
     store = ctx.get_cert_store()
     assert store is not None
@@ -513,11 +581,13 @@ def _load_crl(ctx: SSL.Context, path: str) -> None:
             pem = f.read()
     except OSError as e:
         raise ConfError(
-            f'cannot load CRL "{path}": BIO_new_file() failed ({e.errno}: {e.strerror})'
+            f'cannot load CRL "{path}": BIO_new_file() failed{bio_error_text(path, e)}'
         ) from None
     blocks = _PEM_CRL.findall(pem)
     if not blocks:
-        raise ConfError(f'cannot load CRL "{path}": no CRLs')
+        raise ConfError(
+            f'cannot load CRL "{path}": PEM_read_bio_X509_CRL() failed' + no_start_line("X509 CRL")
+        )
     store = ctx.get_cert_store()
     assert store is not None
     for block in blocks:
