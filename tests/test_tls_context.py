@@ -529,12 +529,21 @@ def test_password_file(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     # no password file: an empty password, never a prompt on the terminal (nginx prompts)
     message = refused(tmp_path, pair)
     assert message.startswith(f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() ')
-    # nginx reads the file at the directive and adds its place, " in FILE:LINE"
-    message = refused(tmp_path, pair + f" ssl_password_file {tmp_path}/nope;")
-    assert message.startswith(f'open() "{tmp_path}/nope" failed (2: No such file or directory)')
+    # nginx reads the file while parsing, at the directive, and adds its place
+    place = f"{tmp_path}/conf/mailfront.conf:7"
+    with pytest.raises(conf.ConfError) as info:
+        load_server(tmp_path, pair + f" ssl_password_file {tmp_path}/nope;")
+    assert str(info.value) == (
+        f'open() "{tmp_path}/nope" failed (2: No such file or directory) in {place}'
+    )
     passwords.write_bytes(b"x" * 5000 + b"\n")
-    message = refused(tmp_path, pair + f" ssl_password_file {passwords};")
-    assert message.startswith(f'too long line in "{passwords}"')
+    with pytest.raises(conf.ConfError) as info:
+        load_server(tmp_path, pair + f" ssl_password_file {passwords};")
+    assert str(info.value) == f'too long line in "{passwords}" in {place}'
+    # even for a server without TLS, as nginx
+    with pytest.raises(conf.ConfError) as info:
+        load_server(tmp_path, f"ssl_password_file {tmp_path}/nope;", listen="127.0.0.1:10143")
+    assert str(info.value).startswith(f'open() "{tmp_path}/nope" failed')
 
 
 def test_certificate_errors(tmp_path: Path, pki: Pki, ecdsa: Issued, rsa: Issued) -> None:

@@ -344,7 +344,9 @@ class Loader:
         keys = self.pick_list(prev, conf, "ssl_certificate_key")
         kw["ssl_certificate"] = tuple(path(c) for c in certs or ())
         kw["ssl_certificate_key"] = tuple(path(k) for k in keys or ())
-        kw["ssl_password_file"] = opt_path("ssl_password_file")
+        pw = self.pick(prev, conf, "ssl_password_file", None)
+        kw["ssl_password_file"] = path(pw[0]) if pw else None
+        kw["ssl_passwords"] = pw[1] if pw else None
         kw["ssl_certificate_compression"] = self.pick(
             prev, conf, "ssl_certificate_compression", False
         )

@@ -371,10 +371,33 @@ _starttls_slot = enum_slot(
 )
 
 
+# ngx_ssl_read_password_file: NGX_SSL_PASSWORD_BUFFER_SIZE
+PASSWORD_BUFFER_SIZE = 4096
+
+
 def ssl_password_file(c: Call) -> str | None:
+    """``ngx_mail_ssl_password_file``: the file is read here, while parsing, as nginx does.
+
+    Its non-empty lines (CR LF or LF) are the passwords tried in turn on the
+    keys; an empty file gives one empty password.  The errors carry the
+    directive's place, as ``ngx_conf_log_error`` gives them.
+    """
     if "ssl_password_file" in c.conf:
         return "is duplicate"
-    c.conf["ssl_password_file"] = c.args[0]
+    path = full_name(c.services.conf_prefix, c.args[0])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise c.error(f'open() "{path}" failed ({e.errno}: {e.strerror})') from None
+    passwords: list[bytes] = []
+    for line in data.split(b"\n"):
+        line = line.removesuffix(b"\r")
+        if len(line) >= PASSWORD_BUFFER_SIZE:
+            raise c.error(f'too long line in "{path}"')
+        if line:
+            passwords.append(line)
+    c.conf["ssl_password_file"] = (c.args[0], tuple(passwords) or (b"",))
     return None
 
 

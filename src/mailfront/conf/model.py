@@ -178,6 +178,8 @@ class ServerConf:
     ssl_certificate: tuple[str, ...] = ()
     ssl_certificate_key: tuple[str, ...] = ()
     ssl_password_file: str | None = None
+    # its passwords, read while parsing (ngx_ssl_read_password_file); kept out of repr
+    ssl_passwords: tuple[bytes, ...] | None = field(default=None, repr=False)
     ssl_certificate_compression: bool = False
     ssl_dhparam: str | None = None
     ssl_ecdh_curve: str = "auto"

@@ -66,39 +66,12 @@ VERIFY_ERRORS_OPTIONAL = frozenset(
 # OpenSSL's SSL_MODE_NO_AUTO_CHAIN (ssl.h), which the binding does not name
 SSL_MODE_NO_AUTO_CHAIN = 0x00000008
 
-# ngx_ssl_read_password_file: NGX_SSL_PASSWORD_BUFFER_SIZE
-PASSWORD_BUFFER_SIZE = 4096
-
 _VERSIONS: tuple[tuple[str, int, int], ...] = (
     ("TLSv1", SSL.TLS1_VERSION, SSL.OP_NO_TLSv1),
     ("TLSv1.1", SSL.TLS1_1_VERSION, SSL.OP_NO_TLSv1_1),
     ("TLSv1.2", SSL.TLS1_2_VERSION, SSL.OP_NO_TLSv1_2),
     ("TLSv1.3", SSL.TLS1_3_VERSION, SSL.OP_NO_TLSv1_3),
 )
-
-
-def _read_passwords(path: str | None) -> list[bytes]:
-    """``ngx_ssl_read_password_file``: the non-empty lines (CR LF or LF), tried in turn.
-
-    Without a file, one empty password, so that OpenSSL never prompts on the
-    terminal (nginx passes an empty list for the same reason).
-    """
-    if path is None:
-        return [b""]
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfError(f'open() "{path}" failed ({e.errno}: {e.strerror})') from None
-    passwords: list[bytes] = []
-    for line in data.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) >= PASSWORD_BUFFER_SIZE:
-            raise ConfError(f'too long line in "{path}"')
-        if line:
-            passwords.append(line)
-    return passwords or [b""]
 
 
 _PEM_CERT = re.compile(
@@ -335,7 +308,9 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
         ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
 
     # ngx_ssl_certificates
-    passwords = _read_passwords(conf.ssl_password_file)
+    # ssl_password_file was read while parsing; without it one empty password, so
+    # that OpenSSL never prompts on the terminal (nginx passes an empty list)
+    passwords = list(conf.ssl_passwords) if conf.ssl_passwords else [b""]
     ids = hashlib.sha1()
     for cert, key in zip(conf.ssl_certificate, conf.ssl_certificate_key, strict=False):
         ids.update(_load_pair(ctx, cert, key, passwords))
@@ -610,7 +585,6 @@ def optional_error(conf: ServerConf, code: int) -> bool:
 
 
 __all__ = [
-    "PASSWORD_BUFFER_SIZE",
     "OpenSSLContext",
     "make_context",
     "optional_error",
