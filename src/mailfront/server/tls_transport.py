@@ -18,6 +18,16 @@ record buffers, which ``SSL_MODE_RELEASE_BUFFERS`` frees while a session is
 idle.  Flow control is the plain transport's: its high-water mark and its
 ``pause_writing``/``resume_writing`` calls reach the session unchanged.
 
+How the connection ends follows ``ngx_ssl_handle_recv`` and
+``ngx_ssl_shutdown``: records that arrived before a broken one are handed
+over, then OpenSSL's fatal alert goes out and the connection is aborted (the
+error reaches the session as ``connection_lost``'s argument); the client's
+close_notify, or its EOF, reach the session as ``eof_received`` once what
+came before them has been handed over (held while the session has paused
+reading); ``close()`` sends close_notify only when the handshake completed
+and the client has not ended the connection itself.  A connection that
+breaks during the handshake (a reset, an EOF) reports to ``on_handshake``.
+
 ``get_extra_info("ssl_object")`` returns the transport itself: it answers
 the questions the session asks about the TLS connection (``version``,
 ``cipher``, ``getpeercert``, ``selected_alpn_protocol``, ``session_reused``,
@@ -50,8 +60,11 @@ class TLSTransport(asyncio.Transport):
         "_app",
         "_closing",
         "_conn",
+        "_eof",
+        "_error",
         "_handshaking",
         "_loop",
+        "_notify",
         "_on_handshake",
         "_paused",
         "_raw",
@@ -72,6 +85,9 @@ class TLSTransport(asyncio.Transport):
         self._handshaking = True
         self._closing = False
         self._paused = False  # the session paused reading: records wait in the BIO
+        self._eof = False  # the client's close_notify or EOF, not yet handed to the session
+        self._notify = False  # close() sends close_notify (set once the handshake is done)
+        self._error: Exception | None = None  # the SSL error that ended the connection
         self._loop = loop
         self._conn = tls.connection()
         raw.set_protocol(self)  # type: ignore[arg-type]
@@ -98,6 +114,7 @@ class TLSTransport(asyncio.Transport):
                 self._handshake_done(e)
                 return
             self._flush(_HANDSHAKE_READ)
+            self._notify = True
             self._handshake_done(None)
             if self._closing:
                 return
@@ -108,35 +125,58 @@ class TLSTransport(asyncio.Transport):
         """Decrypt what the incoming BIO holds and hand it to the session in one call."""
         conn = self._conn
         chunks: list[bytes] = []
-        eof = False
         while True:
             try:
                 chunks.append(conn.recv(262144))
             except SSL.WantReadError:
                 break
             except SSL.ZeroReturnError:  # the client's close_notify
-                eof = True
+                self._eof = True
+                self._notify = False  # nginx answers it with none (ngx_ssl_handle_recv)
                 break
-            except SSL.Error:  # a broken record: end the connection as on a read error
-                self._raw.abort()
+            except SSL.Error as e:  # a broken record
+                self._failed(e, chunks)
                 return
         if chunks:
             self._app.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if eof and not self._closing and not self._app.eof_received():
+        if self._eof and not self._paused and not self._closing:
+            self._ended()
+
+    def _failed(self, e: SSL.Error, chunks: list[bytes]) -> None:
+        """A record OpenSSL refused: as nginx, what came before it still counts, the
+        client gets the fatal alert, and the connection ends (the session learns why
+        from ``connection_lost``)."""
+        self._error = e
+        self._closing = True  # what the session answers is dropped: SSL_write fails now
+        self._notify = False
+        self._flush(_HANDSHAKE_READ)
+        if chunks:
+            self._app.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        self._raw.abort()
+
+    def _ended(self) -> None:
+        """The client's close_notify or EOF, after all it sent before it."""
+        self._eof = False
+        if not self._app.eof_received():
             self.close()
 
     def eof_received(self) -> bool | None:
         if self._handshaking:
             self._handshake_done(ConnectionResetError())
             return None
-        return self._app.eof_received()
+        self._eof = True
+        self._notify = False  # the client ended: no close_notify (ngx_ssl_handle_recv)
+        if not self._paused and not self._closing:
+            self._read()  # what the BIO still holds goes first, then the EOF
+        # keep the plain transport: close() closes it once the session has the EOF
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._handshaking and self._on_handshake is not None:
-            self._handshaking = False
-            self._on_handshake = None
         self._closing = True
-        self._app.connection_lost(exc)
+        if self._handshaking and self._on_handshake is not None:
+            # a reset in the handshake: nginx's "peer closed connection in SSL handshake"
+            self._handshake_done(exc if exc is not None else ConnectionResetError())
+        self._app.connection_lost(exc if exc is not None else self._error)
 
     def pause_writing(self) -> None:
         self._app.pause_writing()
@@ -168,12 +208,13 @@ class TLSTransport(asyncio.Transport):
     # -- the transport the session sees ----------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self._handshaking:
-            return
+        if self._closing or self._handshaking or not data:
+            return  # (SSL_write of nothing is an error)
         try:
             self._conn.send(data)
-        except SSL.Error:
-            self._raw.abort()
+        except SSL.Error as e:
+            self._error = e
+            self.abort()
             return
         self._flush(len(data) + (len(data) >> 7) + _RECORD_SLACK)
 
@@ -184,14 +225,17 @@ class TLSTransport(asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        if not self._handshaking:
+        self._on_handshake = None  # the session ends it: nothing to report
+        if self._notify:  # ngx_ssl_shutdown
+            self._notify = False
             with contextlib.suppress(SSL.Error):
-                self._conn.shutdown()  # close_notify, as ngx_ssl_shutdown
+                self._conn.shutdown()
             self._flush(_HANDSHAKE_READ)
         self._raw.close()
 
     def abort(self) -> None:
         self._closing = True
+        self._on_handshake = None
         self._raw.abort()
 
     def is_closing(self) -> bool:
@@ -208,7 +252,8 @@ class TLSTransport(asyncio.Transport):
         if not self._paused:
             return
         self._paused = False
-        self._raw.resume_reading()
+        if not self._eof:  # after its EOF, the plain transport has nothing more to read
+            self._raw.resume_reading()
         if not self._handshaking:
             # what was read before the pause waits in the BIO: hand it over
             # from the loop, as a plain transport would, not from inside the caller
