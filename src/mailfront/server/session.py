@@ -80,6 +80,7 @@ class Session(asyncio.Protocol):
         "client_port",
         "closed",
         "conn",
+        "eof",
         "greeted",
         "held",
         "last",
@@ -97,6 +98,7 @@ class Session(asyncio.Protocol):
         "up_transport",
         "upstream",
         "upstream_text",
+        "write_paused",
     )
 
     def __init__(self, srv: ServerRuntime) -> None:
@@ -125,6 +127,8 @@ class Session(asyncio.Protocol):
         self.conn = 0
         self.last = 0.0
         self.active = False
+        self.eof = False  # the client's EOF came during a login: the login goes on (nginx)
+        self.write_paused = False  # the client does not read our replies: stop reading it
 
     # -- logging with nginx's context suffix -------------------------------
 
@@ -207,7 +211,7 @@ class Session(asyncio.Protocol):
         """nginx closes a handshake that outlives ``timeout`` without a word
         (``ngx_mail_ssl_handshake_handler`` on a timed-out event)."""
         self.timer = None
-        self.close()
+        self.close(abort=True)
 
     def _tls_done(self, exc: BaseException | None) -> None:
         """The handshake ended: refuse, or go on where the session left off."""
@@ -329,7 +333,7 @@ class Session(asyncio.Protocol):
     def _timed_out(self) -> None:
         self.timer = None
         self.log(INFO, "client timed out" + TIMED_OUT)
-        self.close()
+        self.close(abort=True)
 
     def data_received(self, data: bytes) -> None:
         if self.relaying:
@@ -392,24 +396,50 @@ class Session(asyncio.Protocol):
         self._start_tls()
 
     def eof_received(self) -> bool | None:
+        if self.held >= 0 and not self.closed:
+            # nginx does not read the client while it logs in: the login goes on,
+            # and the EOF ends the session once it is relaying
+            self.eof = True
+            return True
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.closed:
+            from mailfront.server.tls_transport import SSLReadError
+
+            if isinstance(exc, SSLReadError):  # a record OpenSSL refused
+                if self.relaying:
+                    self.action = "proxying and reading from client"
+                self.log(INFO, "SSL_read() failed" + str(exc))
         if self.relaying:
             self.relay_done()
         else:
             self.close()
 
-    def pause_writing(self) -> None:  # the client reads slower than the backend sends
-        if self.relaying:
+    def pause_writing(self) -> None:
+        if self.relaying:  # the client reads slower than the backend sends
             self.up_transport.pause_reading()  # type: ignore[union-attr]
+            return
+        # before the relay: the client does not read our replies; read no more
+        # commands until it does (nginx: "send handler busy")
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self.relaying:
             self.up_transport.resume_reading()  # type: ignore[union-attr]
+            return
+        self.write_paused = False
+        if self.transport is not None and self.held <= self.srv.client_buffer:
+            self.transport.resume_reading()
 
-    def close(self) -> None:
-        """Close both sides (after their pending output) and forget the session."""
+    def close(self, abort: bool = False) -> None:
+        """Close both sides and forget the session.
+
+        ``abort``: a timeout, after which nginx closes at once, drops what is
+        not sent yet and sends no close_notify; else pending output goes first.
+        """
         if self.closed:
             return
         self.closed = True
@@ -420,9 +450,15 @@ class Session(asyncio.Protocol):
             self.task.cancel()
         self.task = None
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
         if self.up_transport is not None:
-            self.up_transport.close()
+            if abort:
+                self.up_transport.abort()
+            else:
+                self.up_transport.close()
         self.machine = None
         self.upstream = None
         self.srv.sessions.discard(self)
@@ -489,10 +525,12 @@ class Session(asyncio.Protocol):
             self.task = None
             self.timer = loop.call_later(conf.timeout, self._timed_out)
             assert self.transport is not None
-            if self.held > self.srv.client_buffer:
+            if self.held > self.srv.client_buffer and not self.write_paused:
                 self.transport.resume_reading()
             self.held = -1
             self._dispatch(machine.resume())
+            if self.eof and not self.closed:  # the client ended during the login
+                self.close()
             return
         await self._connect_backend(res, req)
 
@@ -615,9 +653,16 @@ class Session(asyncio.Protocol):
         loop = self.srv.loop
         self.last = loop.time()
         self.timer = loop.call_later(conf.proxy_timeout / 8, self._relay_timer)
-        if self.held > self.srv.client_buffer:
+        if self.write_paused:
+            # the client had not read our replies: the relay's flow control takes over
+            self.write_paused = False
+            up.pause_reading()
+            client.resume_reading()
+        elif self.held > self.srv.client_buffer:
             client.resume_reading()
         self.held = -1
+        if self.eof:  # the client ended during the login: what it sent first went on
+            self.relay_done()
 
     def _relay_timer(self) -> None:
         """proxy_timeout without a clock read per relayed chunk.
@@ -639,7 +684,7 @@ class Session(asyncio.Protocol):
             return
         self.timer = None
         self.log(INFO, "client timed out" + TIMED_OUT)
-        self.close()
+        self.close(abort=True)
 
     def relay_done(self) -> None:
         if self.closed:

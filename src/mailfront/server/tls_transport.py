@@ -43,7 +43,12 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
-from mailfront.server.tls_openssl import OpenSSLContext, session_reused, verify_result
+from mailfront.server.tls_openssl import (
+    OpenSSLContext,
+    session_reused,
+    ssl_error_text,
+    verify_result,
+)
 
 # a handshake flight (certificate chain included) mostly fits in one read
 _HANDSHAKE_READ = 16384
@@ -51,6 +56,10 @@ _HANDSHAKE_READ = 16384
 _RECORD_SLACK = 512
 
 HandshakeDone = Callable[[BaseException | None], None]
+
+
+class SSLReadError(ConnectionError):
+    """A record OpenSSL refused: its text is what nginx logs after ``SSL_read() failed``."""
 
 
 class TLSTransport(asyncio.Transport):
@@ -146,7 +155,7 @@ class TLSTransport(asyncio.Transport):
         """A record OpenSSL refused: as nginx, what came before it still counts, the
         client gets the fatal alert, and the connection ends (the session learns why
         from ``connection_lost``)."""
-        self._error = e
+        self._error = SSLReadError(ssl_error_text(e))
         self._closing = True  # what the session answers is dropped: SSL_write fails now
         self._notify = False
         self._flush(_HANDSHAKE_READ)
@@ -317,4 +326,4 @@ class TLSTransport(asyncio.Transport):
         return verify_result(self._conn)
 
 
-__all__ = ["HandshakeDone", "TLSTransport"]
+__all__ = ["HandshakeDone", "SSLReadError", "TLSTransport"]
