@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS
+from mailfront.protocol.proxy_protocol import crc32c
 from support.authserver import AuthServer
+from support.certs import Issued, Pki
 from support.net import close_all, connect, read_all, read_line
 from support.proxy import Mailfront, free_port
 
@@ -54,7 +57,10 @@ def env(dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
     auth = AuthServer(handler)
     rec = Recorder()
-    ports = {name: free_port() for name in ("trusted", "untrusted", "v1out", "v2out")}
+    ports = {name: free_port() for name in ("trusted", "untrusted", "v1out", "v2out", "v2tls")}
+    pki = Pki(tmp_path_factory.mktemp("pki"))
+    server = pki.server("mail.test")
+    client = pki.client("alice-client")
     block = f"""
     auth_http {auth.url};
     server {{ listen 127.0.0.1:{ports["trusted"]} proxy_protocol; protocol imap;
@@ -63,9 +69,12 @@ def env(dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
              set_real_ip_from 10.0.0.0/8; }}
     server {{ listen 127.0.0.1:{ports["v1out"]}; protocol imap; proxy_protocol on; }}
     server {{ listen 127.0.0.1:{ports["v2out"]}; protocol imap; proxy_protocol v2; }}
+    server {{ listen 127.0.0.1:{ports["v2tls"]} ssl; protocol imap; proxy_protocol v2;
+             ssl_certificate {server.cert}; ssl_certificate_key {server.key};
+             ssl_verify_client optional; ssl_client_certificate {pki.ca.path}; }}
     """
     with Mailfront(tmp_path_factory.mktemp("mf-pp"), block, list(ports.values())) as mf:
-        state.update(mf=mf, auth=auth, rec=rec, ports=ports)
+        state.update(mf=mf, auth=auth, rec=rec, ports=ports, pki=pki, client=client)
         yield state
     auth.close()
     rec.sock.close()
@@ -156,3 +165,56 @@ def test_header_to_the_backend(env, name: str, version: int) -> None:  # type: i
             assert got[28] == 0x03  # only the CRC32C TLV on a plain connection
     finally:
         env["backend"] = backend
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    while data:
+        kind, length = data[0], struct.unpack("!H", data[1:3])[0]
+        out.append((kind, data[3 : 3 + length]))
+        data = data[3 + length :]
+    return out
+
+
+def test_v2_header_of_a_tls_client(env) -> None:  # type: ignore[no-untyped-def]
+    """``proxy_protocol v2`` behind ``listen ... ssl`` (spec 1.10): AUTHORITY (the SNI),
+    ALPN, then the SSL TLV with the client byte (SSL, a certificate in the session and in
+    this connection), the verify result and the sub-TLVs VERSION, CN, CIPHER, SIG_ALG and
+    KEY_ALG (of mailfront's own ECDSA P-256 certificate), and CRC32C last."""
+    rec: Recorder = env["rec"]  # type: ignore[assignment]
+    pki: Pki = env["pki"]  # type: ignore[assignment]
+    client: Issued = env["client"]  # type: ignore[assignment]
+    backend, env["backend"] = env["backend"], rec.port
+    try:
+        n = len(rec.got)
+        ctx = ssl.create_default_context(cafile=str(pki.ca.path))
+        ctx.load_cert_chain(str(client.cert), str(client.key))
+        ctx.set_alpn_protocols(["imap"])
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        raw = connect(env["ports"]["v2tls"])  # type: ignore[index]
+        s = ctx.wrap_socket(raw, server_hostname="mail.test")
+        assert read_line(s) == b"* OK IMAP4 ready\r\n"
+        s.sendall(b"a1 LOGIN alice " + PASS + b"\r\n")
+        assert read_all(s) == b"* BAD internal server error\r\n"  # the recorder just closes
+        cipher = s.cipher()[0]
+        s.close()
+        got = rec.got[n]
+    finally:
+        env["backend"] = backend
+    length = struct.unpack("!H", got[14:16])[0]
+    assert len(got) == 16 + length
+    tlvs = _tlvs(got[28:])
+    assert [k for k, _ in tlvs] == [0x02, 0x01, 0x20, 0x03]
+    assert tlvs[0][1] == b"mail.test" and tlvs[1][1] == b"imap"
+    ssl_tlv = tlvs[2][1]
+    assert ssl_tlv[0] == 0x01 | 0x02 | 0x04 and ssl_tlv[1:5] == b"\0\0\0\0"
+    assert _tlvs(ssl_tlv[5:]) == [
+        (0x21, b"TLSv1.3"),
+        (0x22, b"alice-client"),
+        (0x23, cipher.encode()),
+        (0x24, b"ecdsa-with-SHA256"),
+        (0x25, b"EC256"),
+    ]
+    crc = tlvs[3][1]
+    zeroed = got[: len(got) - 4] + b"\0\0\0\0"
+    assert crc == crc32c(zeroed).to_bytes(4, "big")

@@ -589,12 +589,20 @@ class Session(asyncio.Protocol):
         tls = None
         sslobj = self.transport.get_extra_info("ssl_object")
         if sslobj is not None:
+            from mailfront.server.tls import cert_algorithms, common_name
+
             cert = sslobj.getpeercert(binary_form=True)
             cipher = sslobj.cipher()
+            own = sslobj.own_certificate()
+            sig_alg, key_alg = cert_algorithms(own) if own is not None else (None, None)
             tls = {
+                "sni": sslobj.servername(),
                 "alpn": sslobj.selected_alpn_protocol(),
                 "version": sslobj.version(),
+                "cn": common_name(cert) if cert is not None else None,
                 "cipher": cipher[0] if cipher else None,
+                "sig_alg": sig_alg,
+                "key_alg": key_alg,
                 "cert_present": cert is not None,
                 "reused": sslobj.session_reused,
                 "verify": sslobj.verify_result,

@@ -23,6 +23,8 @@ import hashlib
 from typing import NamedTuple
 from typing import Protocol as Protocol_
 
+from cryptography import x509
+
 from mailfront.conf.model import Protocol, ServerConf, VerifyClient
 from mailfront.conf.tls_support import (
     verify_enabled,
@@ -129,6 +131,55 @@ def ssl_info(obj: TLSFacts, conf: ServerConf) -> dict[str, bytes]:
         info[auth_http.SSL_FINGERPRINT] = hashlib.sha1(der).hexdigest().encode("ascii")
         info[auth_http.SSL_CERT] = pem(der)
     return info
+
+
+# OpenSSL's short names of the usual signature algorithms (OBJ_nid2sn)
+_SIG_NAMES = {
+    "1.2.840.113549.1.1.5": "RSA-SHA1",
+    "1.2.840.113549.1.1.11": "RSA-SHA256",
+    "1.2.840.113549.1.1.12": "RSA-SHA384",
+    "1.2.840.113549.1.1.13": "RSA-SHA512",
+    "1.2.840.113549.1.1.10": "RSASSA-PSS",
+    "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
+    "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
+    "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
+    "1.3.101.112": "ED25519",
+    "1.3.101.113": "ED448",
+}
+
+
+def cert_algorithms(cert: x509.Certificate) -> tuple[str, str]:
+    """The PROXY v2 SIG_ALG and KEY_ALG of a certificate: ``RSA-SHA256`` and ``RSA2048``."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    oid = cert.signature_algorithm_oid.dotted_string
+    sig = _SIG_NAMES.get(oid, oid)
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        alg = f"RSA{key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        alg = f"EC{key.key_size}"
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        alg = "ED25519"
+    elif isinstance(key, ed448.Ed448PublicKey):
+        alg = "ED448"
+    else:
+        alg = type(key).__name__
+    return sig, alg
+
+
+def common_name(der: bytes) -> str | None:
+    """The first commonName of a certificate's subject (PROXY v2 CN), or None."""
+    try:
+        names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME
+        )
+    except ValueError:
+        return None
+    if not names:
+        return None
+    value = names[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def cert_facts(der: bytes) -> dict[str, bytes]:
@@ -407,8 +458,10 @@ __all__ = [
     "CertRejection",
     "Rejection",
     "TLSFacts",
+    "cert_algorithms",
     "cert_facts",
     "check_client_cert",
+    "common_name",
     "pem",
     "rejection_line",
     "rfc2253",

@@ -41,6 +41,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from mailfront.server.tls_openssl import (
@@ -316,6 +317,15 @@ class TLSTransport(asyncio.Transport):
     def selected_alpn_protocol(self) -> str | None:
         proto = self._conn.get_alpn_proto_negotiated()
         return proto.decode("ascii", "replace") if proto else None
+
+    def servername(self) -> str | None:
+        """The SNI name the client sent, if any."""
+        name = self._conn.get_servername()
+        return name.decode("ascii", "replace") if name else None
+
+    def own_certificate(self) -> x509.Certificate | None:
+        """The certificate this side presented (RSA or ECDSA, as the client chose)."""
+        return self._conn.get_certificate(as_cryptography=True)
 
     @property
     def session_reused(self) -> bool:
