@@ -123,11 +123,13 @@ class TLSTransport(asyncio.Transport):
                 self._flush(_HANDSHAKE_READ)  # the alert goes out before the close
                 self._handshake_done(e)
                 return
-            self._flush(_HANDSHAKE_READ)
+            # the last flight (TLSv1.3: the session tickets) waits for the session's
+            # first words (the greeting), so that both leave in one write
             self._notify = True
             self._handshake_done(None)
             if self._closing:
-                return
+                return  # close() has flushed
+            self._flush(_HANDSHAKE_READ)
         if not self._paused:
             self._read()
 
