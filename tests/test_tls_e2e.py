@@ -48,7 +48,7 @@ import pytest
 from mailfront.devtools.dovecot import DEMO_USERS, Dovecot
 from mailfront.devtools.postfix import Postfix
 from support import net
-from support.authserver import AuthServer
+from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
 from support.net import OPEN, close_all, read_all, read_line
 from support.proxy import Mailfront, free_port
@@ -96,26 +96,11 @@ CAPABILITIES = {
 CAPA_CMD = {"imap": b"a0 CAPABILITY\r\n", "pop3": b"CAPA\r\n", "smtp": b"EHLO client.test\r\n"}
 
 
-class Router:
-    """The auth service: alice's password, routed by Auth-Protocol."""
-
-    def __init__(self, dovecot: Dovecot) -> None:
-        self.ports = {"imap": dovecot.imap_port, "pop3": dovecot.pop3_port}
-
-    def __call__(self, h: dict[str, str]) -> list[tuple[str, str]]:
-        port = self.ports.get(h.get("auth-protocol", ""))
-        if port is None:
-            return [("Auth-Status", "no backend for this protocol")]
-        if h.get("auth-pass") != DEMO_USERS.get(h.get("auth-user", "")):
-            return [("Auth-Status", "Invalid login or password")]
-        return [("Auth-Status", "OK"), ("Auth-Server", HOST), ("Auth-Port", str(port))]
-
-
 @dataclass
 class Env:
     mf: Mailfront
     auth: AuthServer
-    router: Router
+    router: PasswordRouter
     pki: Pki
     server: Issued
     clients: dict[str, Issued]
@@ -200,7 +185,12 @@ def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "revoked": revoked,
     }  # fmt: skip
     crl = pki.ca.crl([revoked])
-    router = Router(dovecot)
+    router = PasswordRouter(
+        {"imap": dovecot.imap_port, "pop3": dovecot.pop3_port},
+        DEMO_USERS,
+        HOST,
+        unknown="no backend for this protocol",
+    )
     auth = AuthServer(router)
     names = [f"{p}_{k}" for p in PROTOCOLS for k in (*KINDS, "tlsverify")] + [
         "imap_short",

@@ -33,7 +33,7 @@ import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS, Dovecot
 from support import net
-from support.authserver import AuthServer
+from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
 from support.net import OPEN, close_all, read_all, read_line
 from support.proxy import Mailfront, free_port
@@ -80,19 +80,6 @@ SERVERS = {
 }  # fmt: skip
 
 
-class Router:
-    """The auth service: alice's password; IMAP and POP3 to the session's Dovecot."""
-
-    def __init__(self, dovecot: Dovecot) -> None:
-        self.ports = {"imap": dovecot.imap_port, "pop3": dovecot.pop3_port}
-
-    def __call__(self, h: dict[str, str]) -> list[tuple[str, str]]:
-        port = self.ports.get(h.get("auth-protocol", ""))
-        if port is None or h.get("auth-pass") != DEMO_USERS.get(h.get("auth-user", "")):
-            return [("Auth-Status", "Invalid login or password")]
-        return [("Auth-Status", "OK"), ("Auth-Server", HOST), ("Auth-Port", str(port))]
-
-
 @dataclass
 class Env:
     mf: Mailfront
@@ -134,7 +121,9 @@ def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # leaf <- intermediate <- root (the root is the CA the servers know)
         "chain": pki.ca.child("inter").issue("carol", stem="chain"),
     }  # fmt: skip
-    auth = AuthServer(Router(dovecot))
+    auth = AuthServer(
+        PasswordRouter({"imap": dovecot.imap_port, "pop3": dovecot.pop3_port}, DEMO_USERS, HOST)
+    )
     ports = {name: free_port() for name in SERVERS}
     servers = "\n".join(
         f"server {{ listen {HOST}:{ports[name]} {flags}; protocol {protocol}; "

@@ -48,10 +48,10 @@ from mailfront.devtools.dovecot import (
     Dovecot,
     big_message,
 )
-from support.authserver import AuthServer
+from support.authserver import AuthServer, PasswordRouter
 from support.certs import Issued, Pki
 from support.dnsserver import DnsServer
-from support.net import OPEN, close_all
+from support.net import OPEN, close_all, read_line
 from support.proxy import Mailfront, free_port
 
 PASS = DEMO_USERS["alice"]
@@ -77,23 +77,11 @@ class SlowDns(DnsServer):
         return super()._reply(data)
 
 
-class Router:
-    """auth_http: IMAP logins to ``imap_port`` (alice's password), SMTP logins refused."""
-
-    def __init__(self, imap_port: int) -> None:
-        self.imap_port = imap_port
-
-    def __call__(self, h: dict[str, str]) -> list[tuple[str, str]]:
-        if h.get("auth-protocol") != "imap" or h.get("auth-pass") != PASS:
-            return [("Auth-Status", "Invalid login or password")]
-        return [("Auth-Status", "OK"), ("Auth-Server", HOST), ("Auth-Port", str(self.imap_port))]
-
-
 @dataclass
 class Env:
     mf: Mailfront
     auth: AuthServer
-    router: Router
+    router: PasswordRouter
     pki: Pki
     server: Issued
     ports: dict[str, int]
@@ -124,7 +112,7 @@ def _conf(auth: AuthServer, server: Issued, ports: dict[str, int], dns: DnsServe
 def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pki = Pki(tmp_path_factory.mktemp("pki"))
     server = pki.ca.issue("localhost", HOST, stem="server")
-    router = Router(dovecot.imap_port)
+    router = PasswordRouter({"imap": dovecot.imap_port}, DEMO_USERS, HOST)
     ports = {name: free_port() for name in ("imaps", "imap", "short", "smtps", "wordy")}
     with AuthServer(router) as auth, SlowDns(ZONE) as dns:
         mf = Mailfront(
@@ -276,16 +264,6 @@ def reset(s: socket.socket) -> None:
     s.close()
 
 
-def read_line_clear(s: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        c = s.recv(1)
-        if not c:
-            break
-        buf += c
-    return buf
-
-
 def login(env: Env, port: int | None = None) -> Client:
     """A logged-in IMAP session over ``listen ... ssl`` (the relay phase)."""
     c = Client(env, connect(port or env.ports["imaps"]))
@@ -298,9 +276,9 @@ def login(env: Env, port: int | None = None) -> Client:
 
 def starttls(env: Env, then: bytes = b"") -> Client:
     s = connect(env.ports["imap"])
-    assert read_line_clear(s) == IMAP_GREETING
+    assert read_line(s) == IMAP_GREETING
     s.sendall(b"s1 STARTTLS\r\n")
-    assert read_line_clear(s) == b"s1 OK completed\r\n"
+    assert read_line(s) == b"s1 OK completed\r\n"
     c = Client(env, s)
     c.handshake(then)
     return c
@@ -419,8 +397,8 @@ def test_broken_record_in_the_relay(env: Env) -> None:
 
 def test_records_before_a_broken_one_reach_the_backend(env: Env, fresh_dovecot: Dovecot) -> None:
     """CREATE and a broken record in one packet: as with nginx, Dovecot gets the CREATE."""
-    shared = env.router.imap_port
-    env.router.imap_port = fresh_dovecot.imap_port
+    shared = env.router.ports["imap"]
+    env.router.ports["imap"] = fresh_dovecot.imap_port
     try:
         c = login(env)
         c.sock.sendall(c.records(b"a2 CREATE Robust\r\n") + GARBAGE)
@@ -435,7 +413,7 @@ def test_records_before_a_broken_one_reach_the_backend(env: Env, fresh_dovecot: 
         else:
             pytest.fail("the CREATE sent before the broken record never reached Dovecot")
     finally:
-        env.router.imap_port = shared
+        env.router.ports["imap"] = shared
 
 
 # -- the client ends the connection ----------------------------------------------------------
@@ -489,9 +467,9 @@ def test_reset_in_the_handshake_is_logged_as_nginx(env: Env, kind: str) -> None:
     else:
         port, action, client = env.ports["imap"], "in starttls state", "127.0.0.1 using starttls"
         s = connect(port)
-        assert read_line_clear(s) == IMAP_GREETING
+        assert read_line(s) == IMAP_GREETING
         s.sendall(b"s1 STARTTLS\r\n")
-        assert read_line_clear(s) == b"s1 OK completed\r\n"
+        assert read_line(s) == b"s1 OK completed\r\n"
     local = s.getsockname()[1]
     s.sendall(client_hello(env.ctx()))
     assert s.recv(1)  # the server's flight has begun: it reads again

@@ -24,6 +24,34 @@ def route_to(port: int, host: str = "127.0.0.1") -> Handler:
     return handler
 
 
+class PasswordRouter:
+    """A mail provider's auth service: the password checked against ``users``, the login
+    sent to the backend of its Auth-Protocol in ``ports`` (which a test may change).
+
+    A protocol without a backend gets ``unknown`` as its Auth-Status.
+    """
+
+    def __init__(
+        self,
+        ports: dict[str, int],
+        users: dict[str, str],
+        host: str = "127.0.0.1",
+        unknown: str = "Invalid login or password",
+    ) -> None:
+        self.ports = ports
+        self.users = users
+        self.host = host
+        self.unknown = unknown
+
+    def __call__(self, h: dict[str, str]) -> list[tuple[str, str]]:
+        port = self.ports.get(h.get("auth-protocol", ""))
+        if port is None:
+            return [("Auth-Status", self.unknown)]
+        if h.get("auth-pass") != self.users.get(h.get("auth-user", "")):
+            return [("Auth-Status", "Invalid login or password")]
+        return [("Auth-Status", "OK"), ("Auth-Server", self.host), ("Auth-Port", str(port))]
+
+
 class AuthServer:
     def __init__(self, handler: Handler, delay: float = 0.0) -> None:
         self.handler = handler

@@ -515,21 +515,28 @@ def _load_pair(
     return x509.load_pem_x509_certificate(blocks[0]).public_bytes(Encoding.DER)
 
 
-def _load_cas(ctx: SSL.Context, path: str) -> list[x509.Certificate]:
-    """The CA certificates of ``path`` into the verify store (only its certificates)."""
+def _pem_blocks(
+    path: str, pattern: re.Pattern[bytes], what: str, reader: str, kind: str
+) -> list[bytes]:
+    """The PEM blocks of ``pattern`` in ``path``, or nginx's error for a missing file or none."""
     try:
         with open(path, "rb") as f:
             pem = f.read()
     except OSError as e:
         raise ConfError(
-            f'cannot load certificate "{path}": BIO_new_file() failed{bio_error_text(path, e)}'
+            f'cannot load {what} "{path}": BIO_new_file() failed{bio_error_text(path, e)}'
         ) from None
-    blocks = _PEM_CERT.findall(pem)
+    blocks: list[bytes] = pattern.findall(pem)
     if not blocks:
-        raise ConfError(
-            f'cannot load certificate "{path}": PEM_read_bio_X509_AUX() failed'
-            + no_start_line("TRUSTED CERTIFICATE")
-        )
+        raise ConfError(f'cannot load {what} "{path}": {reader}() failed' + no_start_line(kind))
+    return blocks
+
+
+def _load_cas(ctx: SSL.Context, path: str) -> list[x509.Certificate]:
+    """The CA certificates of ``path`` into the verify store (only its certificates)."""
+    blocks = _pem_blocks(
+        path, _PEM_CERT, "certificate", "PEM_read_bio_X509_AUX", "TRUSTED CERTIFICATE"
+    )
     cas: list[x509.Certificate] = []
     store = ctx.get_cert_store()
     assert store is not None
@@ -551,18 +558,7 @@ def _load_cas(ctx: SSL.Context, path: str) -> list[x509.Certificate]:
 
 def _load_crl(ctx: SSL.Context, path: str) -> None:
     """``ngx_ssl_crl``: the CRLs of ``path`` into the verify store, checked for the whole chain."""
-    try:
-        with open(path, "rb") as f:
-            pem = f.read()
-    except OSError as e:
-        raise ConfError(
-            f'cannot load CRL "{path}": BIO_new_file() failed{bio_error_text(path, e)}'
-        ) from None
-    blocks = _PEM_CRL.findall(pem)
-    if not blocks:
-        raise ConfError(
-            f'cannot load CRL "{path}": PEM_read_bio_X509_CRL() failed' + no_start_line("X509 CRL")
-        )
+    blocks = _pem_blocks(path, _PEM_CRL, "CRL", "PEM_read_bio_X509_CRL", "X509 CRL")
     store = ctx.get_cert_store()
     assert store is not None
     for block in blocks:
