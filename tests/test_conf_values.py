@@ -116,6 +116,9 @@ def test_inet6_nginx_forms() -> None:
     assert inet6_ntop(bytes(16)) == "::"
     for bad in ("", ":", "1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", "::g", "1.2.3.4"):
         assert inet6_addr(bad) is None
+    # ngx_inet6_addr takes INADDR_NONE from ngx_inet_addr as a failure
+    assert inet6_addr("::ffff:255.255.255.255") is None
+    assert inet6_addr("::ffff:255.255.255.254") is not None
 
 
 def test_ptocidr() -> None:

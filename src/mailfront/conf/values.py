@@ -178,6 +178,10 @@ def parse_flag(text: str) -> bool | None:
 # --- addresses -------------------------------------------------------------
 
 
+# what ngx_inet_addr returns on failure: 255.255.255.255 is no address to nginx
+INADDR_NONE = 0xFFFFFFFF
+
+
 def inet_addr(text: str) -> int | None:
     """``ngx_inet_addr``: a dotted quad (leading zeros allowed), as an int."""
     addr = 0
@@ -235,7 +239,7 @@ def inet6_addr(text: str) -> bytes | None:
             if groups_left < 2 or digit is None:
                 return None
             v4 = inet_addr(text[digit:])
-            if v4 is None:
+            if v4 is None or v4 == INADDR_NONE:  # ngx_inet_addr's failure value
                 return None
             out += v4.to_bytes(4, "big")
             groups_left -= 2

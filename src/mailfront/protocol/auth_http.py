@@ -61,6 +61,7 @@ from functools import lru_cache
 
 from mailfront.auth.base import AuthResult, SessionInfo, Status
 from mailfront.conf.model import AuthMethod, ServerConf, VerifyClient
+from mailfront.conf.values import INADDR_NONE, inet6_addr, inet_addr
 from mailfront.protocol.base import AUTH_METHOD_NAMES, AuthRequest
 
 _STATUS_OK = Status.OK
@@ -608,92 +609,15 @@ def _text(value: bytes) -> str:
 
 # ------------------------------------------------------ ngx_parse_addr
 
-_INADDR_NONE = 0xFFFFFFFF
-
-
 def _inet_addr(text: bytes) -> int | None:
     """``ngx_inet_addr``: empty octets count as 0; 255.255.255.255 is INADDR_NONE."""
-    addr = 0
-    octet = 0
-    dots = 0
-    for c in text:
-        if 0x30 <= c <= 0x39:
-            octet = octet * 10 + c - 0x30
-            if octet > 255:
-                return None
-        elif c == 0x2E:
-            addr = ((addr << 8) + octet) & 0xFFFFFFFF
-            octet = 0
-            dots += 1
-        else:
-            return None
-    if dots != 3:
-        return None
-    addr = ((addr << 8) + octet) & 0xFFFFFFFF
-    return None if addr == _INADDR_NONE else addr
+    addr = inet_addr(text.decode("latin-1"))
+    return None if addr == INADDR_NONE else addr
 
 
 def _inet6_addr(text: bytes) -> bytes | None:
     """``ngx_inet6_addr``, with its leniencies (a lone leading ":" is skipped)."""
-    if not text:
-        return None
-    out = bytearray()
-    zero: int | None = None  # where "::" stands in out
-    digit: int | None = None  # the index after the last ":" in text
-    nibbles = 0
-    word = 0
-    n = 8
-    i = 1 if text[0] == 0x3A else 0
-    end = len(text)
-    ipv4 = False
-    while i < end:
-        c = text[i]
-        i += 1
-        if c == 0x3A:
-            if nibbles:
-                digit = i
-                out += bytes((word >> 8, word & 0xFF))
-                n -= 1
-                if n:
-                    nibbles = 0
-                    word = 0
-                    continue
-            elif zero is None:
-                digit = i
-                zero = len(out)
-                continue
-            return None
-        if c == 0x2E and nibbles:
-            if n < 2 or digit is None:
-                return None
-            v4 = _inet_addr(text[digit:])
-            if v4 is None:
-                return None
-            out += bytes(((v4 >> 24) & 0xFF, (v4 >> 16) & 0xFF))
-            word = v4 & 0xFFFF
-            n -= 1
-            ipv4 = True
-            break
-        nibbles += 1
-        if nibbles > 4:
-            return None
-        if 0x30 <= c <= 0x39:
-            word = word * 16 + c - 0x30
-            continue
-        c |= 0x20
-        if 0x61 <= c <= 0x66:
-            word = word * 16 + c - 0x61 + 10
-            continue
-        return None
-    if nibbles == 0 and zero is None and not ipv4:
-        return None
-    out += bytes((word >> 8, word & 0xFF))
-    n -= 1
-    if n:
-        if zero is not None:
-            return bytes(out[:zero]) + b"\0" * (2 * n) + bytes(out[zero:])
-        return None
-    return bytes(out) if zero is None else None
+    return inet6_addr(text.decode("latin-1"))
 
 
 # An IPv4 address already in canonical text (no empty octet, no leading zero)
