@@ -62,7 +62,7 @@ from functools import lru_cache
 from mailfront.auth.base import AuthResult, SessionInfo, Status
 from mailfront.conf.model import AuthMethod, ServerConf, VerifyClient
 from mailfront.conf.values import INADDR_NONE, inet6_addr, inet_addr
-from mailfront.protocol.base import AUTH_METHOD_NAMES, AuthRequest
+from mailfront.protocol.base import AUTH_METHOD_NAMES, AuthRequest, log_text
 
 _STATUS_OK = Status.OK
 
@@ -592,10 +592,10 @@ class ResponseParser:
             raise AuthHttpError(DID_NOT_SEND_PASSWORD)
         server = parse_addr(addr)
         if server is None:
-            raise AuthHttpError(SENT_INVALID_ADDRESS % _text(addr))
+            raise AuthHttpError(SENT_INVALID_ADDRESS % log_text(addr))
         port = _atoi(port_text)
         if port is None or not 1 <= port <= 65535:
-            raise AuthHttpError(SENT_INVALID_PORT % _text(port_text))
+            raise AuthHttpError(SENT_INVALID_PORT % log_text(port_text))
         # positional: errmsg, server, port, user, passwd, wait, error_code
         return AuthResult(
             _STATUS_OK, b"", server, port, self._user, self._passwd, self._sleep,
@@ -603,11 +603,8 @@ class ResponseParser:
         )  # fmt: skip
 
 
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "backslashreplace")
-
-
 # ------------------------------------------------------ ngx_parse_addr
+
 
 def _inet_addr(text: bytes) -> int | None:
     """``ngx_inet_addr``: empty octets count as 0; 255.255.255.255 is INADDR_NONE."""

@@ -164,9 +164,27 @@ class SaslSteps:
         return STEP_DONE
 
 
-# nginx's c->log->action texts of the auth phase (ngx_mail_*_handler.c)
+# nginx's c->log->action texts shared by the protocols (ngx_mail_*_handler.c,
+# ngx_mail_proxy_module.c)
+ACTION_GREETING = "sending client greeting line"
 ACTION_AUTH = "in auth state"
+ACTION_STARTTLS = "in starttls state"
 ACTION_HTTP_AUTH = "in http auth state"
+ACTION_CONNECTING = "connecting to upstream"
+ACTION_READING = "reading response from upstream"
+ACTION_SEND_USER = "sending user name to upstream"
+ACTION_SEND_PASS = "sending password to upstream"
+
+
+def log_text(data: bytes | bytearray) -> str:
+    """Client or backend bytes for a log line (nginx writes them raw)."""
+    return bytes(data).decode("utf-8", "backslashreplace")
+
+
+def c_string(data: bytes | bytearray) -> str:
+    """What nginx's ``%s`` prints of a buffer: up to the first NUL."""
+    return log_text(bytes(data).split(b"\0", 1)[0])
+
 
 # Where a line machine is: reading commands, waiting for the auth answer, for
 # the STARTTLS handshake, or closed
@@ -236,3 +254,112 @@ class LineMachine(SaslSteps):
         self._phase = PHASE_WAIT
         self.action = ACTION_HTTP_AUTH
         return Next.AUTH
+
+
+class ProxyLogin:
+    """A backend login read as ``ngx_mail_proxy_read_response`` reads it (IMAP, POP3).
+
+    The bytes read are kept in one buffer of ``proxy_buffer`` bytes; a reply
+    is complete when what has been read ends with CRLF (at least 4 bytes).
+    After each line sent the buffer is emptied, so anything the backend sent
+    after a good reply in the same read is dropped.  A subclass gives
+    ``INTERNAL_ERROR`` (the protocol's reply) and ``_reply``, which judges a
+    complete reply, queues the next line, and ends with :meth:`_done`,
+    :meth:`_invalid` or ``None`` (read more: IMAP's untagged line).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_result",
+        "action",
+        "conf",
+        "login",
+        "logs",
+        "passwd",
+        "state",
+        "to_client",
+        "to_upstream",
+    )
+
+    INTERNAL_ERROR = b""
+
+    def __init__(self, conf: ServerConf, login: bytes, passwd: bytes, state: int) -> None:
+        self.conf = conf
+        self.login = login
+        self.passwd = passwd
+        self.state = state
+        self.action = ACTION_CONNECTING
+        self.to_upstream: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.logs: list[tuple[int, str]] = []
+        self._buf: bytearray | None = None
+        self._result = UpNext.READ
+
+    def internal_error(self) -> bytes:
+        return self.INTERNAL_ERROR
+
+    # False in a test subclass: every reply goes through the buffer loop
+    _fast = True
+
+    def receive(self, data: bytes) -> UpNext:
+        if self._result != UpNext.READ:
+            return self._result
+        self.action = ACTION_READING
+        size = self.conf.proxy_buffer
+        if self._buf is None and 4 <= len(data) <= size and data[-2:] == b"\r\n" and self._fast:
+            # the common case: one whole reply in one read, no copy
+            rc = self._reply(data, b"")
+            if rc is None:  # an untagged line, the tagged reply to come
+                self._buf = bytearray(data)
+                return UpNext.READ
+            return rc
+        while data:
+            buf = self._buf
+            if buf is None:
+                buf = self._buf = bytearray()
+            room = size - len(buf)
+            if room <= 0:  # a proxy_buffer under 4 bytes: nginx's recv() of 0 bytes
+                return self._fail(self.INTERNAL_ERROR)
+            buf += data[:room]
+            data = data[room:]
+            if len(buf) < 4:
+                continue
+            if buf[-2:] != b"\r\n":
+                if len(buf) < size:
+                    continue
+                line = c_string(buf[:-1])
+                self.logs.append((ERR, f'upstream sent too long response line: "{line}"'))
+                return self._fail(self.INTERNAL_ERROR)
+            rc = self._reply(buf, data)
+            if rc is None:
+                continue
+            if rc is not UpNext.READ:
+                return rc
+            self._buf = None
+        return UpNext.READ
+
+    def _reply(self, buf: bytes | bytearray, rest: bytes) -> UpNext | None:
+        raise NotImplementedError
+
+    def _done(self, buf: bytes | bytearray, rest: bytes) -> UpNext:
+        """The last reply was good: relay it (and what followed it) to the client."""
+        self.to_client.append(bytes(buf) + rest)
+        self._buf = None
+        self.action = ""
+        self._result = UpNext.DONE
+        return UpNext.DONE
+
+    def _invalid(self, buf: bytes | bytearray, p: int = 0) -> UpNext:
+        """A reply nginx did not expect; ``p`` is where it stopped reading it."""
+        if not self.conf.proxy_pass_error_message:
+            line = c_string(buf[p:-2])
+            self.logs.append((ERR, f'upstream sent invalid response: "{line}"'))
+            return self._fail(self.INTERNAL_ERROR)
+        self.logs.append((INFO, f'upstream sent invalid response: "{log_text(buf[p:-2])}"'))
+        return self._fail(bytes(buf))
+
+    def _fail(self, reply: bytes) -> UpNext:
+        self.to_client.append(reply)
+        self._buf = None
+        self._result = UpNext.FAIL
+        return UpNext.FAIL

@@ -55,8 +55,11 @@ from mailfront.conf.model import (
 from mailfront.protocol import sasl
 from mailfront.protocol.base import (
     ACTION_AUTH,
+    ACTION_GREETING,
     ACTION_HTTP_AUTH,
-    ERR,
+    ACTION_SEND_PASS,
+    ACTION_SEND_USER,
+    ACTION_STARTTLS,
     INFO,
     PHASE_AUTH,
     PHASE_CLOSED,
@@ -65,7 +68,9 @@ from mailfront.protocol.base import (
     AuthRequest,
     LineMachine,
     Next,
+    ProxyLogin,
     UpNext,
+    log_text,
 )
 
 # Replies, worded as ngx_mail_imap_handler.c / ngx_mail_imap_module.c word them
@@ -83,13 +88,7 @@ IMAP_CERT_ERROR = b"* BYE SSL certificate error\r\n"
 IMAP_NO_CERT = b"* BYE No required SSL certificate\r\n"
 
 # c->log->action texts
-ACTION_GREETING = "sending client greeting line"
-ACTION_STARTTLS = "in starttls state"
-ACTION_CONNECTING = "connecting to upstream"
-ACTION_READING = "reading response from upstream"
 ACTION_SEND_LOGIN = "sending LOGIN command to upstream"
-ACTION_SEND_USER = "sending user name to upstream"
-ACTION_SEND_PASS = "sending password to upstream"
 
 
 class ImapState(enum.IntEnum):
@@ -183,16 +182,6 @@ _AUTH_NAMES = (
     (AUTH_CRAM_MD5_ENABLED, b"AUTH=CRAM-MD5"),
     (AUTH_EXTERNAL_ENABLED, b"AUTH=EXTERNAL"),
 )
-
-
-def _text(data: bytes | bytearray) -> str:
-    """Client or backend bytes for a log line (nginx writes them raw)."""
-    return bytes(data).decode("utf-8", "backslashreplace")
-
-
-def _cstr(data: bytes | bytearray) -> str:
-    """What nginx's ``%s`` prints of a buffer: up to the first NUL."""
-    return _text(bytes(data).split(b"\0", 1)[0])
 
 
 @lru_cache(maxsize=64)
@@ -412,7 +401,7 @@ class ImapMachine(LineMachine):
             if rc == _AGAIN:
                 if len(buf) < size:
                     return Next.READ
-                self.logs.append((INFO, f'client sent too long command "{_text(buf)}"'))
+                self.logs.append((INFO, f'client sent too long command "{log_text(buf)}"'))
                 self._quit = True
                 rc = _INVALID
             elif rc == _INVALID:
@@ -753,7 +742,7 @@ class ImapMachine(LineMachine):
         return _INVALID, IMAP_OK
 
 
-class ImapUpstream:
+class ImapUpstream(ProxyLogin):
     """Log in to an IMAP backend with ``LOGIN`` and synchronising literals.
 
     ``<tag>LOGIN {len(login)}`` after the ``* OK`` greeting, then
@@ -761,84 +750,17 @@ class ImapUpstream:
     tag is reused.  The answer must be ``<tag>OK``, which may follow one
     untagged line (``* CAPABILITY ...``, sent by SmarterMail and Gmail,
     accepted since nginx 1.27.3); everything read then is relayed to the
-    client.
-
-    As ``ngx_mail_proxy_read_response``: the bytes read are kept in one buffer
-    of ``proxy_buffer`` bytes; a reply is complete when what has been read ends
-    with CRLF (at least 4 bytes).  After each line sent the buffer is emptied,
-    so anything the backend sent after a good reply in the same read is
-    dropped.
+    client.  Replies are read as
+    :class:`~mailfront.protocol.base.ProxyLogin` reads them.
     """
 
-    __slots__ = (
-        "_buf",
-        "_result",
-        "action",
-        "conf",
-        "login",
-        "logs",
-        "passwd",
-        "state",
-        "tag",
-        "to_client",
-        "to_upstream",
-    )
+    __slots__ = ("tag",)
+
+    INTERNAL_ERROR = IMAP_INTERNAL_SERVER_ERROR
 
     def __init__(self, conf: ServerConf, login: bytes, passwd: bytes, tag: bytes) -> None:
-        self.conf = conf
-        self.login = login
-        self.passwd = passwd
+        super().__init__(conf, login, passwd, ImapState.START)
         self.tag = tag
-        self.state = ImapState.START
-        self.action = ACTION_CONNECTING
-        self.to_upstream: list[bytes] = []
-        self.to_client: list[bytes] = []
-        self.logs: list[tuple[int, str]] = []
-        self._buf: bytearray | None = None
-        self._result = _UP_READ
-
-    def internal_error(self) -> bytes:
-        return IMAP_INTERNAL_SERVER_ERROR
-
-    # False in a test subclass: every reply goes through the buffer loop
-    _fast = True
-
-    def receive(self, data: bytes) -> UpNext:
-        if self._result != _UP_READ:
-            return self._result
-        self.action = ACTION_READING
-        size = self.conf.proxy_buffer
-        if self._buf is None and 4 <= len(data) <= size and data[-2:] == b"\r\n" and self._fast:
-            # the common case: one whole reply in one read, no copy
-            rc = self._reply(data, b"")
-            if rc is None:  # an untagged line, the tagged reply to come
-                self._buf = bytearray(data)
-                return _UP_READ
-            return rc
-        while data:
-            buf = self._buf
-            if buf is None:
-                buf = self._buf = bytearray()
-            room = size - len(buf)
-            if room <= 0:  # a proxy_buffer under 4 bytes: nginx's recv() of 0 bytes
-                return self._fail(IMAP_INTERNAL_SERVER_ERROR)
-            buf += data[:room]
-            data = data[room:]
-            if len(buf) < 4:
-                continue
-            if buf[-2:] != b"\r\n":
-                if len(buf) < size:
-                    continue
-                line = _cstr(buf[:-1])
-                self.logs.append((ERR, f'upstream sent too long response line: "{line}"'))
-                return self._fail(IMAP_INTERNAL_SERVER_ERROR)
-            rc = self._reply(buf, data)
-            if rc is None:
-                continue
-            if rc is not _UP_READ:
-                return rc
-            self._buf = None
-        return _UP_READ
 
     def _reply(self, buf: bytes | bytearray, rest: bytes) -> UpNext | None:
         """A reply that ends with CRLF (``rest``: what follows it in this read).
@@ -879,24 +801,5 @@ class ImapUpstream:
             self.to_upstream.append(self.passwd + b"\r\n")
             self.state = _PASSWD
         else:
-            self.to_client.append(bytes(buf) + rest)
-            self._buf = None
-            self.action = ""
-            self._result = _UP_DONE
-            return _UP_DONE
+            return self._done(buf, rest)
         return _UP_READ
-
-    def _invalid(self, buf: bytes | bytearray, p: int) -> UpNext:
-        """A reply nginx did not expect; ``p`` is where it stopped reading it."""
-        if not self.conf.proxy_pass_error_message:
-            line = _cstr(buf[p:-2])
-            self.logs.append((ERR, f'upstream sent invalid response: "{line}"'))
-            return self._fail(IMAP_INTERNAL_SERVER_ERROR)
-        self.logs.append((INFO, f'upstream sent invalid response: "{_text(buf[p:-2])}"'))
-        return self._fail(bytes(buf))
-
-    def _fail(self, reply: bytes) -> UpNext:
-        self.to_client.append(reply)
-        self._buf = None
-        self._result = UpNext.FAIL
-        return UpNext.FAIL

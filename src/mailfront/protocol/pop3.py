@@ -40,8 +40,11 @@ from mailfront.conf.model import (
 from mailfront.protocol import sasl
 from mailfront.protocol.base import (
     ACTION_AUTH,
+    ACTION_GREETING,
     ACTION_HTTP_AUTH,
-    ERR,
+    ACTION_SEND_PASS,
+    ACTION_SEND_USER,
+    ACTION_STARTTLS,
     INFO,
     PHASE_AUTH,
     PHASE_CLOSED,
@@ -50,7 +53,9 @@ from mailfront.protocol.base import (
     AuthRequest,
     LineMachine,
     Next,
+    ProxyLogin,
     UpNext,
+    log_text,
 )
 
 # Replies, worded as ngx_mail_pop3_handler.c / ngx_mail_pop3_module.c word them
@@ -69,12 +74,6 @@ POP3_AUTH_HEAD = b"+OK methods supported:\r\n"
 POP3_BUFFER_SIZE = 128  # ngx_mail_pop3_init_protocol: ngx_create_temp_buf(c->pool, 128)
 
 # c->log->action texts
-ACTION_STARTTLS = "in starttls state"
-ACTION_GREETING = "sending client greeting line"
-ACTION_CONNECTING = "connecting to upstream"
-ACTION_READING = "reading response from upstream"
-ACTION_SEND_USER = "sending user name to upstream"
-ACTION_SEND_PASS = "sending password to upstream"
 
 
 class Pop3State(enum.IntEnum):
@@ -146,11 +145,6 @@ _AUTH_NAMES = (
     (AUTH_CRAM_MD5_ENABLED, b"CRAM-MD5"),
     (AUTH_EXTERNAL_ENABLED, b"EXTERNAL"),
 )
-
-
-def _text(data: bytes | bytearray) -> str:
-    """Client or backend bytes for a log line (nginx writes them raw)."""
-    return bytes(data).decode("utf-8", "backslashreplace")
 
 
 def auth_methods(conf: ServerConf) -> int:
@@ -345,7 +339,7 @@ class Pop3Machine(LineMachine):
             if rc == _AGAIN:
                 if len(buf) < POP3_BUFFER_SIZE:
                     return Next.READ
-                self.logs.append((INFO, f'client sent too long command "{_text(buf)}"'))
+                self.logs.append((INFO, f'client sent too long command "{log_text(buf)}"'))
                 quit_ = True
                 rc = _INVALID
             elif rc == _INVALID:
@@ -600,77 +594,20 @@ class Pop3Machine(LineMachine):
         return _INVALID
 
 
-class Pop3Upstream:
+class Pop3Upstream(ProxyLogin):
     """Log in to a POP3 backend: ``USER``, then ``PASS``; relay its ``+OK``.
 
-    As ``ngx_mail_proxy_read_response``: the bytes read are kept in one buffer
-    of ``proxy_buffer`` bytes; a reply is complete when what has been read ends
-    with CRLF (at least 4 bytes), and is good when it starts with ``+OK``.
-    After ``USER`` and ``PASS`` are sent the buffer is emptied, so anything the
-    backend sent after a good reply in the same read is dropped.  The last
-    reply (the answer to PASS) is relayed to the client as it is.
+    Replies are read as :class:`~mailfront.protocol.base.ProxyLogin` reads
+    them; a reply is good when it starts with ``+OK``.  The last reply (the
+    answer to PASS) is relayed to the client as it is.
     """
 
-    __slots__ = (
-        "_buf",
-        "_result",
-        "action",
-        "conf",
-        "login",
-        "logs",
-        "passwd",
-        "state",
-        "to_client",
-        "to_upstream",
-    )
+    __slots__ = ()
+
+    INTERNAL_ERROR = POP3_INTERNAL_SERVER_ERROR
 
     def __init__(self, conf: ServerConf, login: bytes, passwd: bytes) -> None:
-        self.conf = conf
-        self.login = login
-        self.passwd = passwd
-        self.state = Pop3State.START
-        self.action = ACTION_CONNECTING
-        self.to_upstream: list[bytes] = []
-        self.to_client: list[bytes] = []
-        self.logs: list[tuple[int, str]] = []
-        self._buf: bytearray | None = None
-        self._result = _UP_READ
-
-    def internal_error(self) -> bytes:
-        return POP3_INTERNAL_SERVER_ERROR
-
-    # False in a test subclass: every reply goes through the buffer loop
-    _fast = True
-
-    def receive(self, data: bytes) -> UpNext:
-        if self._result != _UP_READ:
-            return self._result
-        self.action = ACTION_READING
-        size = self.conf.proxy_buffer
-        if self._buf is None and 4 <= len(data) <= size and data[-2:] == b"\r\n" and self._fast:
-            return self._reply(data, b"")  # one whole reply in one read, no copy
-        while data:
-            buf = self._buf
-            if buf is None:
-                buf = self._buf = bytearray()
-            room = size - len(buf)
-            if room <= 0:  # a proxy_buffer under 4 bytes: nginx's recv() of 0 bytes
-                return self._fail(POP3_INTERNAL_SERVER_ERROR)
-            buf += data[:room]
-            data = data[room:]
-            if len(buf) < 4:
-                continue
-            if buf[-2:] != b"\r\n":
-                if len(buf) < size:
-                    continue
-                line = bytes(buf[:-1]).split(b"\0", 1)[0]
-                self.logs.append((ERR, f'upstream sent too long response line: "{_text(line)}"'))
-                return self._fail(POP3_INTERNAL_SERVER_ERROR)
-            rc = self._reply(buf, data)
-            if rc is not _UP_READ:
-                return rc
-            self._buf = None
-        return _UP_READ
+        super().__init__(conf, login, passwd, Pop3State.START)
 
     def _reply(self, buf: bytes | bytearray, rest: bytes) -> UpNext:
         """A reply that ends with CRLF (``rest``: what follows it in this read)."""
@@ -686,23 +623,5 @@ class Pop3Upstream:
             self.to_upstream.append(b"PASS " + self.passwd + b"\r\n")
             self.state = Pop3State.PASSWD
         else:
-            self.to_client.append(bytes(buf) + rest)
-            self._buf = None
-            self.action = ""
-            self._result = _UP_DONE
-            return _UP_DONE
+            return self._done(buf, rest)
         return _UP_READ
-
-    def _invalid(self, buf: bytes | bytearray) -> UpNext:
-        if not self.conf.proxy_pass_error_message:
-            line = bytes(buf[:-2]).split(b"\0", 1)[0]
-            self.logs.append((ERR, f'upstream sent invalid response: "{_text(line)}"'))
-            return self._fail(POP3_INTERNAL_SERVER_ERROR)
-        self.logs.append((INFO, f'upstream sent invalid response: "{_text(buf[:-2])}"'))
-        return self._fail(bytes(buf))
-
-    def _fail(self, reply: bytes) -> UpNext:
-        self.to_client.append(reply)
-        self._buf = None
-        self._result = UpNext.FAIL
-        return UpNext.FAIL

@@ -43,7 +43,21 @@ from mailfront.conf.model import (
     Starttls,
 )
 from mailfront.protocol import sasl
-from mailfront.protocol.base import ERR, INFO, AuthRequest, Next, UpNext
+from mailfront.protocol.base import (
+    ACTION_AUTH,
+    ACTION_CONNECTING,
+    ACTION_GREETING,
+    ACTION_HTTP_AUTH,
+    ACTION_READING,
+    ACTION_STARTTLS,
+    ERR,
+    INFO,
+    AuthRequest,
+    Next,
+    UpNext,
+    c_string,
+    log_text,
+)
 
 # Replies (ngx_mail_smtp_handler.c, ngx_mail_smtp_module.c, ngx_mail_proxy_module.c)
 SMTP_OK = b"250 2.0.0 OK\r\n"
@@ -68,15 +82,9 @@ UNAVAILABLE = b"[UNAVAILABLE]"
 TEMPUNAVAIL = b"[TEMPUNAVAIL]"
 
 # c->log->action texts of the SMTP phases (the session sets the resolver ones)
-ACTION_GREETING = "sending client greeting line"
 ACTION_RESOLVING_ADDRESS = "in resolving client address"
 ACTION_RESOLVING_HOSTNAME = "in resolving client hostname"
 ACTION_DELAY = "in delay pipelining state"
-ACTION_AUTH = "in auth state"
-ACTION_STARTTLS = "in starttls state"
-ACTION_HTTP_AUTH = "in http auth state"
-ACTION_CONNECTING = "connecting to upstream"
-ACTION_READING = "reading response from upstream"
 
 MAX_ARGS = 11  # ngx_mail_smtp_parse_command accepts a new argument while nelts <= 10
 
@@ -186,11 +194,6 @@ _HOST = re.compile(rb"[A-Za-z0-9.-]+")
 _OK, _DONE, _INVALID, _ERROR, _TLS = range(5)
 
 
-def _text(data: bytes | bytearray) -> str:
-    """Client or backend bytes for a log line."""
-    return bytes(data).decode("utf-8", "backslashreplace")
-
-
 def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
@@ -292,7 +295,7 @@ def valid_host(name: bytes) -> bool:
 
 def rejected_text(data: bytes | bytearray) -> str:
     """``ngx_mail_smtp_log_rejected_command``: the buffer with CR and LF as ``_``."""
-    return _text(bytes(data).replace(b"\r", b"_").replace(b"\n", b"_"))
+    return log_text(bytes(data).replace(b"\r", b"_").replace(b"\n", b"_"))
 
 
 # -- the replies built from the configuration (ngx_mail_smtp_merge_srv_conf) --------------
@@ -564,7 +567,7 @@ class SmtpMachine:
             if lf < 0:
                 if len(buf) < limit:
                     return _NEXT_READ
-                self.logs.append((INFO, f'client sent too long command "{_text(buf)}"'))
+                self.logs.append((INFO, f'client sent too long command "{log_text(buf)}"'))
                 self.quit = True
                 self._invalid()
                 return self._close()
@@ -951,8 +954,8 @@ class SmtpUpstream:
             return None
         if b[last - 2] != 0x0D or b[last - 1] != 0x0A:
             if last == size:
-                line = bytes(b[: last - 1]).split(b"\0", 1)[0]
-                self.logs.append((ERR, f'upstream sent too long response line: "{_text(line)}"'))
+                line = c_string(b[: last - 1])
+                self.logs.append((ERR, f'upstream sent too long response line: "{line}"'))
                 return self._fail(None)
             return None
         if b[3] == 0x2D:  # '-': a multi-line reply, wait for its last line
@@ -975,10 +978,10 @@ class SmtpUpstream:
         if good:
             return _UP_READ
         if not self._conf.proxy_pass_error_message:
-            line = bytes(b[: last - 2]).split(b"\0", 1)[0]
-            self.logs.append((ERR, f'upstream sent invalid response: "{_text(line)}"'))
+            line = c_string(b[: last - 2])
+            self.logs.append((ERR, f'upstream sent invalid response: "{line}"'))
             return self._fail(None)
-        relayed = _text(b[: last - 2])
+        relayed = log_text(b[: last - 2])
         self.logs.append((INFO, f'upstream sent invalid response: "{relayed}"'))
         return self._fail(bytes(b))
 
