@@ -11,7 +11,6 @@ import select
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from mailfront import quickstart
 from mailfront.devtools.postfix import Postfix, find_postfix
 from support.dovecot import DEMO_USERS, Dovecot, demo_messages, read_users_file, require_dovecot
+from support.proxy import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -358,13 +358,6 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _with_smtp() -> bool:
     """Whether the quickstart runs Postfix here (as root, with Postfix installed)."""
     return os.geteuid() == 0 and find_postfix() is not None
@@ -465,7 +458,7 @@ def _delivered(postfix: Postfix, subject: str) -> bytes:
 def test_quickstart_sets_up_dovecot_and_files(tmp_path: Path, child: list[_Child]) -> None:
     require_dovecot()
     workdir = tmp_path / "qs"
-    imap_port, pop3_port, smtp_port = _free_port(), _free_port(), _free_port()
+    imap_port, pop3_port, smtp_port = free_port(), free_port(), free_port()
     run = _Child(
         "--dir", str(workdir), "--no-install", "--no-proxy",
         "--imap-port", str(imap_port), "--pop3-port", str(pop3_port),
@@ -505,7 +498,7 @@ def test_quickstart_without_root(tmp_path: Path, child: list[_Child]) -> None:
     often lives where nobody else may run it."""
     require_dovecot()
     workdir = tmp_path / "qs"
-    imap_port, pop3_port = _free_port(), _free_port()
+    imap_port, pop3_port = free_port(), free_port()
     run = _Child(
         "--dir", str(workdir), "--no-install", "--no-proxy",
         "--imap-port", str(imap_port), "--pop3-port", str(pop3_port),
@@ -536,7 +529,7 @@ def test_quickstart_without_root(tmp_path: Path, child: list[_Child]) -> None:
 def test_quickstart_no_smtp(tmp_path: Path, child: list[_Child]) -> None:
     require_dovecot()
     workdir = tmp_path / "qs"
-    imap_port, pop3_port = _free_port(), _free_port()
+    imap_port, pop3_port = free_port(), free_port()
     run = _Child(
         "--dir", str(workdir), "--no-install", "--no-proxy", "--no-smtp",
         "--imap-port", str(imap_port), "--pop3-port", str(pop3_port),
@@ -556,7 +549,7 @@ def test_quickstart_no_smtp(tmp_path: Path, child: list[_Child]) -> None:
 def test_quickstart_runs_mailfront_then_stops_dovecot(tmp_path: Path, child: list[_Child]) -> None:
     require_dovecot()
     workdir = tmp_path / "qs"
-    imap_port, pop3_port, smtp_port = _free_port(), _free_port(), _free_port()
+    imap_port, pop3_port, smtp_port = free_port(), free_port(), free_port()
     run = _Child(
         "--dir", str(workdir), "--no-install",
         "--imap-port", str(imap_port), "--pop3-port", str(pop3_port),

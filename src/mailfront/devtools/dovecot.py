@@ -43,7 +43,6 @@ import importlib
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -51,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailfront.devtools.runner import PrivateServer, tail
+from mailfront.devtools.runner import PrivateServer, find_sbin, first_line, free_port, tail
 
 __all__ = [
     "BIG_MESSAGE_SHA256",
@@ -79,7 +78,6 @@ _BIG_ATTACHMENT_SIZE = 3 * 1024 * 1024
 DEFAULT_HOST = "127.0.0.1"
 START_TIMEOUT = 20.0  # seconds until both greetings must have arrived
 
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _MAX_BASE_DIR = 70  # unix socket paths are limited to 107 bytes
 _UNSAFE_PATH_CHARS = frozenset(' \t\n"%\\#')
 
@@ -90,14 +88,7 @@ class DovecotError(RuntimeError):
 
 def find_dovecot() -> str | None:
     """The path of the ``dovecot`` binary, also looked up in sbin dirs."""
-    found = shutil.which("dovecot")
-    if found is not None:
-        return found
-    for directory in _SBIN_DIRS:
-        candidate = os.path.join(directory, "dovecot")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_sbin("dovecot")
 
 
 # ---------------------------------------------------------------------------
@@ -302,28 +293,6 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
 # the runner
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _greeting(host: str, port: int, timeout: float) -> bytes:
-    """The first line the server sends, or b"" when it cannot be read yet."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            data = b""
-            while b"\n" not in data and len(data) < 4096:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-    except OSError:
-        return b""
-
-
 def _check_path(path: Path) -> None:
     bad = _UNSAFE_PATH_CHARS.intersection(str(path))
     if bad:
@@ -497,15 +466,15 @@ class Dovecot(PrivateServer):
         self.passwd_path.chmod(0o600)
 
         if not self._fixed_ports[0]:
-            self.imap_port = _free_port(self.host)
+            self.imap_port = free_port(self.host)
         if not self._fixed_ports[1]:
-            self.pop3_port = _free_port(self.host)
+            self.pop3_port = free_port(self.host)
             while self.pop3_port == self.imap_port:
-                self.pop3_port = _free_port(self.host)
+                self.pop3_port = free_port(self.host)
         if not self._fixed_ports[2]:
-            self.auth_port = _free_port(self.host)
+            self.auth_port = free_port(self.host)
             while self.auth_port in (self.imap_port, self.pop3_port):
-                self.auth_port = _free_port(self.host)
+                self.auth_port = free_port(self.host)
         self.conf_path.write_text(self._conf_text(ident, state_dir))
 
     def _conf_text(self, ident: _Identity, state_dir: Path) -> str:
@@ -610,7 +579,7 @@ class Dovecot(PrivateServer):
                     + tail(self.log_text())
                 )
             for port, expected in list(pending.items()):
-                if _greeting(self.host, port, timeout=1.0).startswith(expected):
+                if first_line(self.host, port, timeout=1.0).startswith(expected):
                     del pending[port]
             if not pending:
                 return

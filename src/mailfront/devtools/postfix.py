@@ -50,7 +50,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from mailfront.devtools.runner import PrivateServer, tail
+from mailfront.devtools.runner import PrivateServer, find_sbin, first_line, free_port, tail
 
 __all__ = [
     "DOMAIN",
@@ -65,7 +65,6 @@ DEFAULT_HOST = "127.0.0.1"
 HOSTNAME = "postfix.test"  # myhostname: the greeting is "220 postfix.test ESMTP Postfix"
 START_TIMEOUT = 20.0  # seconds until smtpd must greet
 
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _MAIL_OWNER = "postfix"
 _SETGID_GROUP = "postdrop"
 _DELIVERY_USER = "nobody"
@@ -78,14 +77,7 @@ class PostfixError(RuntimeError):
 
 def find_postfix() -> str | None:
     """The path of the ``postfix`` command, also looked up in sbin dirs."""
-    found = shutil.which("postfix")
-    if found is not None:
-        return found
-    for directory in _SBIN_DIRS:
-        candidate = os.path.join(directory, "postfix")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_sbin("postfix")
 
 
 def _postconf_default(postfix: str, name: str) -> str:
@@ -100,29 +92,6 @@ def _postconf_default(postfix: str, name: str) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise PostfixError(f"postconf -d {name} failed: {exc}") from exc
     return out.decode().strip()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _greeting(host: str, port: int, timeout: float) -> bytes:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            data = b""
-            while b"\n" not in data and len(data) < 4096:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            with contextlib.suppress(OSError):
-                sock.sendall(b"QUIT\r\n")
-            return data
-    except OSError:
-        return b""
 
 
 def _port_taken(host: str, port: int) -> bool:
@@ -304,7 +273,7 @@ class Postfix(PrivateServer):
         os.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
         self.conf_dir.mkdir(mode=0o755)
         if not self._fixed_port:
-            self.smtp_port = _free_port(self.host)
+            self.smtp_port = free_port(self.host)
         (self.conf_dir / "main.cf").write_text(
             self._main_cf(daemon_dir, nobody.pw_uid, nobody.pw_gid)
         )
@@ -427,7 +396,9 @@ class Postfix(PrivateServer):
                     f"postfix's master exited with status {proc.returncode} at startup{hint}:\n"
                     + tail(self.log_text())
                 )
-            if _greeting(self.host, self.smtp_port, timeout=1.0).startswith(b"220 "):
+            if first_line(self.host, self.smtp_port, timeout=1.0, bye=b"QUIT\r\n").startswith(
+                b"220 "
+            ):
                 return
             text = self.log_text()
             if "fatal:" in text:

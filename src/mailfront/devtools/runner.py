@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +24,46 @@ from types import TracebackType
 from typing import Any
 
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+def find_sbin(name: str) -> str | None:
+    """The path of a server's binary: on PATH, else in the sbin dirs (PATH may lack them)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    for directory in _SBIN_DIRS:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port(host: str) -> int:
+    """A TCP port nobody listens on right now (a start retries when it was taken since)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def first_line(host: str, port: int, timeout: float, bye: bytes = b"") -> bytes:
+    """The first line the server sends (then ``bye``), or b"" when it cannot be read yet."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data and len(data) < 4096:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            if bye:
+                with contextlib.suppress(OSError):
+                    sock.sendall(bye)
+            return data
+    except OSError:
+        return b""
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
