@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from mailfront.devtools.dovecot import traversable
 from support.dovecot import (
     BIG_MESSAGE_SHA256,
     BIG_MESSAGE_UID,
@@ -379,7 +379,7 @@ def test_runs_rootless_as_an_unprivileged_user() -> None:
         pytest.skip("needs setpriv and the system's /usr/bin/python3")
     nobody = pwd.getpwnam("nobody")
     src = Path(mailfront.__file__).resolve().parent.parent
-    if not _traversable_by(src / "mailfront", nobody.pw_uid, nobody.pw_gid):
+    if not traversable(src / "mailfront", nobody.pw_uid, nobody.pw_gid):
         pytest.skip(f"the user nobody cannot read {src}")
     # pytest's own temp dirs are 0700 root: nobody needs one of its own
     top = Path(tempfile.mkdtemp(prefix="mailfront-rootless-"))
@@ -410,17 +410,3 @@ def test_runs_rootless_as_an_unprivileged_user() -> None:
         assert result.stdout.strip() == "rootless ok"
     finally:
         shutil.rmtree(top, ignore_errors=True)
-
-
-def _traversable_by(path: Path, uid: int, gid: int) -> bool:
-    for directory in (path, *path.parents):
-        st = directory.stat()
-        if st.st_uid == uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True

@@ -63,6 +63,7 @@ __all__ = [
     "demo_messages",
     "find_dovecot",
     "read_users_file",
+    "traversable",
     "write_auth_file",
 ]
 
@@ -267,7 +268,7 @@ def _identity() -> _Identity:
     return _Identity(True, pw.pw_uid, pw.pw_gid, login, internal, group)
 
 
-def _traversable(path: Path, uid: int, gid: int) -> bool:
+def traversable(path: Path, uid: int, gid: int) -> bool:
     """Whether ``uid``/``gid`` may search every directory down to ``path``."""
     for directory in (path, *path.parents):
         st = directory.stat()
@@ -448,11 +449,11 @@ class Dovecot(PrivateServer):
         self.mail_dir.mkdir(mode=0o700)
         if ident.root:
             os.chown(self.mail_dir, ident.mail_uid, ident.mail_gid)
-        if ident.root and not _traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
+        if ident.root and not traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
             self.mail_dir.rmdir()
             self.mail_dir = self._private_dir("mail")
             os.chown(self.mail_dir, ident.mail_uid, ident.mail_gid)
-            if not _traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
+            if not traversable(self.mail_dir, ident.mail_uid, ident.mail_gid):
                 raise DovecotError(
                     f"the mail user (uid {ident.mail_uid}) cannot reach {self.mail_dir}"
                 )
