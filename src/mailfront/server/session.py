@@ -68,6 +68,13 @@ def handshake_error(e: BaseException) -> str:
     return "SSL_do_handshake() failed" + ssl_error_text(e)
 
 
+def _send(transport: asyncio.Transport | None, out: list[bytes]) -> None:
+    """A machine's queued output, in one write; the queue is emptied."""
+    assert transport is not None
+    transport.write(out[0] if len(out) == 1 else b"".join(out))
+    out.clear()
+
+
 class Session(asyncio.Protocol):
     """One client connection, from accept to the end of the relay."""
 
@@ -365,11 +372,8 @@ class Session(asyncio.Protocol):
         self._dispatch(machine.receive(data))
 
     def _output(self, machine: Any) -> None:
-        out = machine.out
-        if out:
-            assert self.transport is not None
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+        if machine.out:
+            _send(self.transport, machine.out)
         self.login = machine.login
         self.action = machine.action
         if machine.logs:
@@ -614,16 +618,10 @@ class Session(asyncio.Protocol):
         if up is None:
             return
         nxt = up.receive(data)
-        out = up.to_upstream
-        if out:
-            assert self.up_transport is not None
-            self.up_transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-        out = up.to_client
-        if out:
-            assert self.transport is not None
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+        if up.to_upstream:
+            _send(self.up_transport, up.to_upstream)
+        if up.to_client:
+            _send(self.transport, up.to_client)
         self.action = up.action
         if up.logs:
             self._flush_logs(up.logs)
