@@ -26,16 +26,14 @@ from mailfront.conf.model import (
 )
 from mailfront.protocol.base import Next, UpNext
 from mailfront.protocol.imap import ImapMachine, ImapUpstream
+from support.machines import server_conf
 
 SALT = b"<42.1700000000@mail.example.com>\r\n"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 confs = st.builds(
-    lambda size, errors, starttls, mask: ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.IMAP,
+    lambda size, errors, starttls, mask: server_conf(
+        Protocol.IMAP,
         imap_client_buffer=size,
         max_errors=errors,
         starttls=starttls,
@@ -194,11 +192,8 @@ def test_machine_never_raises(
 def test_upstream_never_raises(
     buffer: int, pass_errors: bool, tag: bytes, reads: list[bytes]
 ) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.IMAP,
+    conf = server_conf(
+        Protocol.IMAP,
         proxy_buffer=buffer,
         proxy_pass_error_message=pass_errors,
     )
@@ -256,11 +251,8 @@ def test_same_answer_whatever_the_split(
     parts: list[bytes], starttls: Starttls, cuts: list[int]
 ) -> None:
     data = b"".join(parts)
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.IMAP,
+    conf = server_conf(
+        Protocol.IMAP,
         imap_client_buffer=len(data) + 1,  # never full: no window effect
         starttls=starttls,
         imap_auth=AUTH_PLAIN_ENABLED | AUTH_CRAM_MD5_ENABLED | AUTH_EXTERNAL_ENABLED,

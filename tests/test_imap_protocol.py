@@ -28,6 +28,7 @@ from mailfront.conf.model import (
 from mailfront.protocol import imap
 from mailfront.protocol.base import INFO, Next
 from mailfront.protocol.imap import ImapMachine, ImapState
+from support.machines import feed, server_conf
 
 SALT = b"<1896.697170952@dbc.mtview.ca.us>\r\n"
 ALL_AUTH = AUTH_PLAIN_ENABLED | AUTH_LOGIN_ENABLED | AUTH_CRAM_MD5_ENABLED | AUTH_EXTERNAL_ENABLED
@@ -51,7 +52,7 @@ def b64(data: bytes) -> bytes:
 
 
 def make_conf(**kw: object) -> ServerConf:
-    return ServerConf(file="test.conf", line=1, listen=(), protocol=Protocol.IMAP, **kw)  # type: ignore[arg-type]
+    return server_conf(Protocol.IMAP, **kw)
 
 
 CONF = make_conf()
@@ -79,13 +80,7 @@ def run(
 ) -> tuple[Result, ImapMachine]:
     m = ImapMachine(conf, salt if ImapMachine.needs_salt(conf) else b"", tls)
     m.greeting()
-    chunks = [data[i : i + 1] for i in range(len(data))] if per_byte else [data]
-    first = Next.READ
-    for chunk in chunks:
-        nxt = m.receive(chunk)
-        assert m.buffered <= conf.imap_client_buffer
-        if first is Next.READ:
-            first = nxt
+    first = feed(m, data, per_byte, conf.imap_client_buffer)
     auth = None
     if first is Next.AUTH:
         assert m.auth is not None

@@ -19,8 +19,9 @@ from mailfront.conf.model import Protocol, ServerConf
 from mailfront.protocol.base import AuthRequest, Next, UpNext
 from mailfront.protocol.imap import ImapMachine, ImapUpstream
 from support.dovecot import DEMO_USERS, Dovecot
+from support.machines import server_conf
 
-CONF = ServerConf(file="t", line=1, listen=(), protocol=Protocol.IMAP)
+CONF = server_conf(Protocol.IMAP)
 
 
 # -- imaplib -> ImapMachine ---------------------------------------------------------
@@ -158,9 +159,7 @@ def test_dovecot_wrong_password(dovecot: Dovecot) -> None:
 
 
 def test_dovecot_wrong_password_relayed(dovecot: Dovecot) -> None:
-    conf = ServerConf(
-        file="t", line=1, listen=(), protocol=Protocol.IMAP, proxy_pass_error_message=True
-    )
+    conf = server_conf(Protocol.IMAP, proxy_pass_error_message=True)
     nxt, up, sock = backend_login(dovecot, b"bob", b"wrong", conf)
     sock.close()
     assert nxt is UpNext.FAIL

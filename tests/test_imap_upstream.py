@@ -15,12 +15,13 @@ import pytest
 from mailfront.conf.model import Protocol, ServerConf
 from mailfront.protocol.base import ERR, INFO, UpNext
 from mailfront.protocol.imap import ImapState, ImapUpstream
+from support.machines import server_conf
 
 INTERNAL = b"* BAD internal server error\r\n"
 
 
 def make_conf(**kw: object) -> ServerConf:
-    return ServerConf(file="test.conf", line=1, listen=(), protocol=Protocol.IMAP, **kw)  # type: ignore[arg-type]
+    return server_conf(Protocol.IMAP, **kw)
 
 
 CONF = make_conf()

@@ -20,6 +20,7 @@ from mailfront.conf.model import (
 )
 from mailfront.protocol.base import Next, UpNext
 from mailfront.protocol.pop3 import POP3_BUFFER_SIZE, Pop3Machine, Pop3Upstream
+from support.machines import server_conf
 
 SALT = b"<1.2@example.org>\r\n"
 
@@ -58,11 +59,8 @@ line = st.one_of(
 ).flatmap(lambda body: st.sampled_from([body + b"\r\n", body + b"\n", body + b"\r", body]))
 
 confs = st.builds(
-    lambda mask, starttls, max_errors: ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.POP3,
+    lambda mask, starttls, max_errors: server_conf(
+        Protocol.POP3,
         pop3_auth=mask,
         starttls=starttls,
         max_errors=max_errors,
@@ -152,11 +150,8 @@ def test_whole_equals_byte_by_byte(conf: ServerConf, lines: list[bytes], tls: bo
 def test_upstream_any_input(
     replies: list[bytes], cuts: list[int], size: int, passerr: bool
 ) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.POP3,
+    conf = server_conf(
+        Protocol.POP3,
         proxy_buffer=size,
         proxy_pass_error_message=passerr,
     )

@@ -27,6 +27,7 @@ from mailfront.conf.model import (
 from mailfront.protocol import pop3
 from mailfront.protocol.base import INFO, Next
 from mailfront.protocol.pop3 import Pop3Machine, Pop3State
+from support.machines import feed, server_conf
 
 SALT = b"<1896.697170952@dbc.mtview.ca.us>\r\n"
 ALL_AUTH = AUTH_PLAIN_ENABLED | AUTH_APOP_ENABLED | AUTH_CRAM_MD5_ENABLED | AUTH_EXTERNAL_ENABLED
@@ -48,7 +49,7 @@ def b64(data: bytes) -> bytes:
 
 
 def make_conf(**kw: object) -> ServerConf:
-    return ServerConf(file="test.conf", line=1, listen=(), protocol=Protocol.POP3, **kw)  # type: ignore[arg-type]
+    return server_conf(Protocol.POP3, **kw)
 
 
 CONF = make_conf()
@@ -75,13 +76,7 @@ def run(
 ) -> tuple[Result, Pop3Machine]:
     m = Pop3Machine(conf, salt if Pop3Machine.needs_salt(conf) else b"", tls)
     m.greeting()
-    chunks = [data[i : i + 1] for i in range(len(data))] if per_byte else [data]
-    first = Next.READ
-    for chunk in chunks:
-        nxt = m.receive(chunk)
-        assert m.buffered <= pop3.POP3_BUFFER_SIZE
-        if first is Next.READ:
-            first = nxt
+    first = feed(m, data, per_byte, pop3.POP3_BUFFER_SIZE)
     auth = None
     if first is Next.AUTH:
         assert m.auth is not None

@@ -5,12 +5,13 @@ from __future__ import annotations
 from mailfront.conf.model import Protocol, ServerConf
 from mailfront.protocol.base import ERR, INFO, UpNext
 from mailfront.protocol.pop3 import Pop3State, Pop3Upstream
+from support.machines import server_conf
 
 INTERNAL = b"-ERR internal server error\r\n"
 
 
 def make_conf(**kw: object) -> ServerConf:
-    return ServerConf(file="test.conf", line=1, listen=(), protocol=Protocol.POP3, **kw)  # type: ignore[arg-type]
+    return server_conf(Protocol.POP3, **kw)
 
 
 CONF = make_conf()

@@ -47,6 +47,7 @@ from mailfront.protocol.smtp import (
     parse_command,
     parse_command_slow,
 )
+from support.machines import server_conf
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SALT = b"<42.1700000000@mail.example.com>\r\n"
@@ -252,11 +253,8 @@ def imap_lines(draw: st.DrawFn) -> bytes:
 
 
 imap_confs = st.builds(
-    lambda size, errors, starttls, mask: ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.IMAP,
+    lambda size, errors, starttls, mask: server_conf(
+        Protocol.IMAP,
         imap_client_buffer=size,
         max_errors=errors,
         starttls=starttls,
@@ -297,7 +295,7 @@ def test_imap_machine_fast_equals_slow(
 
 def test_imap_fast_path_is_taken() -> None:
     """The common commands do not reach the byte parser (no window is made)."""
-    conf = ServerConf(file="t", line=1, listen=(), protocol=Protocol.IMAP)
+    conf = server_conf(Protocol.IMAP)
     m = ImapMachine(conf)
     m.greeting()
     assert m.receive(b"a1 LOGIN user pass\r\n") == Next.AUTH
@@ -362,11 +360,8 @@ def pop3_lines(draw: st.DrawFn) -> bytes:
 
 
 pop3_confs = st.builds(
-    lambda errors, starttls, mask: ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.POP3,
+    lambda errors, starttls, mask: server_conf(
+        Protocol.POP3,
         max_errors=errors,
         starttls=starttls,
         pop3_auth=mask,
@@ -403,7 +398,7 @@ def test_pop3_machine_fast_equals_slow(
 
 
 def test_pop3_fast_path_is_taken() -> None:
-    conf = ServerConf(file="t", line=1, listen=(), protocol=Protocol.POP3)
+    conf = server_conf(Protocol.POP3)
     m = Pop3Machine(conf)
     m.greeting()
     assert m.receive(b"USER bob smith \r\n") == Next.READ
@@ -473,11 +468,8 @@ def smtp_lines(draw: st.DrawFn) -> bytes:
 
 
 smtp_confs = st.builds(
-    lambda size, errors, starttls, mask: ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.SMTP,
+    lambda size, errors, starttls, mask: server_conf(
+        Protocol.SMTP,
         server_name="mx",
         smtp_client_buffer=size,
         max_errors=errors,
@@ -565,11 +557,8 @@ def replies(source: st.DataObject, good: list[bytes], bad: list[bytes]) -> list[
 @SETTINGS
 @given(st.sampled_from([4096, 4096, 40, 8, 3]), st.booleans(), st.data())
 def test_imap_upstream_fast_equals_slow(size: int, pass_err: bool, data: st.DataObject) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.IMAP,
+    conf = server_conf(
+        Protocol.IMAP,
         proxy_buffer=size,
         proxy_pass_error_message=pass_err,
     )
@@ -594,11 +583,8 @@ def test_imap_upstream_fast_equals_slow(size: int, pass_err: bool, data: st.Data
 @SETTINGS
 @given(st.sampled_from([4096, 4096, 30, 8, 3]), st.booleans(), st.data())
 def test_pop3_upstream_fast_equals_slow(size: int, pass_err: bool, data: st.DataObject) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.POP3,
+    conf = server_conf(
+        Protocol.POP3,
         proxy_buffer=size,
         proxy_pass_error_message=pass_err,
     )
@@ -625,11 +611,8 @@ def test_pop3_upstream_fast_equals_slow(size: int, pass_err: bool, data: st.Data
 def test_smtp_upstream_fast_equals_slow(
     size: int, xclient: bool, smtp_auth: bool, pass_err: bool, hello: bytes, data: st.DataObject
 ) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=Protocol.SMTP,
+    conf = server_conf(
+        Protocol.SMTP,
         server_name="mx",
         proxy_buffer=size,
         xclient=xclient,
@@ -909,11 +892,8 @@ def test_build_request_is_reference(
     ssl: bool,
     attempt: int,
 ) -> None:
-    conf = ServerConf(
-        file="t",
-        line=1,
-        listen=(),
-        protocol=protocol,
+    conf = server_conf(
+        protocol,
         auth_http=AuthHttpUrl(host_header="auth.example", addr="127.0.0.1", port=9, uri="/a b"),
         auth_http_header=tuple(headers),
         ssl_verify_client=verify,
@@ -939,7 +919,7 @@ def test_build_request_is_reference(
 
 
 def test_build_request_without_auth_http() -> None:
-    conf = ServerConf(file="t", line=1, listen=(), protocol=Protocol.IMAP)
+    conf = server_conf(Protocol.IMAP)
     req = AuthRequest(b"u", b"p", AuthMethod.PLAIN)
     with pytest.raises(ValueError, match="no auth_http"):
         auth_http.build_request(conf, SessionInfo("imap", "192.0.2.7"), req, 1)

@@ -22,6 +22,7 @@ from mailfront.server import resolver as res
 from mailfront.server.log import ERR
 from mailfront.server.resolver import Resolved, resolve_client_host
 from support.dnsserver import Answer, DnsServer
+from support.machines import server_conf
 
 T = TypeVar("T")
 
@@ -46,11 +47,8 @@ def run(coro: Awaitable[T]) -> T:
 
 def conf(*servers: DnsServer | tuple[str, int], timeout: float = 2.0, **kw: object) -> ServerConf:
     addresses = tuple(s.address if isinstance(s, DnsServer) else s for s in servers)
-    return ServerConf(
-        file="test.conf",
-        line=1,
-        listen=(),
-        protocol=Protocol.SMTP,
+    return server_conf(
+        Protocol.SMTP,
         resolver=Resolver(addresses, **kw),  # type: ignore[arg-type]
         resolver_timeout=timeout,
     )
@@ -223,7 +221,7 @@ def test_answers_are_cached_for_their_ttl() -> None:
 
 
 def test_resolver_off_and_unix_clients() -> None:
-    plain = ServerConf(file="t", line=1, listen=(), protocol=Protocol.SMTP)
+    plain = server_conf(Protocol.SMTP)
     assert run(resolve_client_host(plain, "127.0.0.1")) == Resolved(UNAVAILABLE)
     assert run(resolve_client_host(plain, "unix:")) == Resolved(UNAVAILABLE)
     with DnsServer(GOOD) as server:

@@ -20,6 +20,7 @@ from mailfront.conf.model import (
 )
 from mailfront.protocol.base import Next, UpNext
 from mailfront.protocol.smtp import SmtpMachine, SmtpUpstream, parse_command
+from support.machines import server_conf
 
 SALT = b"<1.2@mx>\r\n"
 
@@ -70,11 +71,8 @@ def conf_strategy() -> st.SearchStrategy[ServerConf]:
         AUTH_NONE_ENABLED,
     ]
     return st.builds(
-        lambda auth, starttls, buf, errors, xclient, smtp_auth, pass_err, proxy_buf: ServerConf(
-            file="t",
-            line=1,
-            listen=(),
-            protocol=Protocol.SMTP,
+        lambda auth, starttls, buf, errors, xclient, smtp_auth, pass_err, proxy_buf: server_conf(
+            Protocol.SMTP,
             server_name="mx",
             smtp_auth=auth,
             starttls=starttls,

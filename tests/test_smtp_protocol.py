@@ -36,6 +36,7 @@ from mailfront.protocol.smtp import (
     valid_host,
     xtext,
 )
+from support.machines import server_conf
 
 SALT = b"<1234567890.1700000000@mx.example>\r\n"
 DEFAULT_AUTH = AUTH_PLAIN_ENABLED | AUTH_LOGIN_ENABLED
@@ -51,15 +52,8 @@ def b64(data: bytes) -> bytes:
 
 
 def make_conf(**kw: object) -> ServerConf:
-    base: dict[str, object] = {
-        "file": "t.conf",
-        "line": 1,
-        "listen": (),
-        "protocol": Protocol.SMTP,
-        "server_name": "mx.example",
-    }
-    base.update(kw)
-    return ServerConf(**base)  # type: ignore[arg-type]
+    kw.setdefault("server_name", "mx.example")
+    return server_conf(Protocol.SMTP, **kw)
 
 
 @dataclass

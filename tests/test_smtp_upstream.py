@@ -18,6 +18,7 @@ from mailfront.conf.model import (
 )
 from mailfront.protocol.base import ERR, INFO, UpNext
 from mailfront.protocol.smtp import SmtpMachine, SmtpState, SmtpUpstream
+from support.machines import server_conf
 
 INTERNAL = b"451 4.3.2 Internal server error\r\n"
 AUTH_OK = b"235 2.0.0 OK\r\n"
@@ -25,15 +26,8 @@ EHLO_REPLY = b"250-backend\r\n250-PIPELINING\r\n250 XCLIENT ADDR LOGIN NAME\r\n"
 
 
 def make_conf(**kw: object) -> ServerConf:
-    base: dict[str, object] = {
-        "file": "t.conf",
-        "line": 1,
-        "listen": (),
-        "protocol": Protocol.SMTP,
-        "server_name": "mx.example",
-    }
-    base.update(kw)
-    return ServerConf(**base)  # type: ignore[arg-type]
+    kw.setdefault("server_name", "mx.example")
+    return server_conf(Protocol.SMTP, **kw)
 
 
 def client(conf: ServerConf, data: bytes) -> SmtpMachine:
