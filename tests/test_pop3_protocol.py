@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import base64
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from mailfront.conf.model import (
 from mailfront.protocol import pop3
 from mailfront.protocol.base import INFO, Next
 from mailfront.protocol.pop3 import Pop3Machine, Pop3State
-from support.machines import feed, server_conf
+from support.machines import Outcome, check_machine, run_machine, server_conf
 
 SALT = b"<1896.697170952@dbc.mtview.ca.us>\r\n"
 ALL_AUTH = AUTH_PLAIN_ENABLED | AUTH_APOP_ENABLED | AUTH_CRAM_MD5_ENABLED | AUTH_EXTERNAL_ENABLED
@@ -55,46 +55,20 @@ def make_conf(**kw: object) -> ServerConf:
 CONF = make_conf()
 
 
-@dataclass
-class Result:
-    out: bytes
-    logs: list[tuple[int, str]]
-    next: Next
-    auth: tuple[bytes, bytes, AuthMethod, bytes] | None
-    login: bytes
-    action: str
-    errors: int
-    leftover: bytes
-
-
 def run(
     data: bytes,
     conf: ServerConf = CONF,
     per_byte: bool = False,
     tls: bool = False,
     salt: bytes = SALT,
-) -> tuple[Result, Pop3Machine]:
-    m = Pop3Machine(conf, salt if Pop3Machine.needs_salt(conf) else b"", tls)
-    m.greeting()
-    first = feed(m, data, per_byte, pop3.POP3_BUFFER_SIZE)
-    auth = None
-    if first is Next.AUTH:
-        assert m.auth is not None
-        auth = (m.auth.login, m.auth.passwd, m.auth.method, m.auth.salt)
-    res = Result(b"".join(m.out), list(m.logs), first, auth, m.login, m.action, m.errors, b"")
-    m.out.clear()
-    m.logs.clear()
-    if first is Next.AUTH:
-        res.leftover = m.leftover()
+) -> tuple[Outcome, Pop3Machine]:
+    res, m = run_machine(Pop3Machine, data, conf, pop3.POP3_BUFFER_SIZE, per_byte, tls, salt)
     return res, m
 
 
-def check(data: bytes, conf: ServerConf = CONF, tls: bool = False) -> Result:
+def check(data: bytes, conf: ServerConf = CONF, tls: bool = False) -> Outcome:
     """Feed whole and byte by byte: the same bytes, logs and outcome."""
-    whole, _ = run(data, conf, tls=tls)
-    single, _ = run(data, conf, per_byte=True, tls=tls)
-    assert whole == single
-    return whole
+    return check_machine(Pop3Machine, data, conf, pop3.POP3_BUFFER_SIZE, tls, SALT)
 
 
 # -- greeting ------------------------------------------------------------------
