@@ -35,7 +35,6 @@ users may not be able to reach.
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import grp
 import hashlib
@@ -352,14 +351,6 @@ class Dovecot(PrivateServer):
     # -- public --------------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def imap_address(self) -> tuple[str, int]:
         return (self.host, self.imap_port)
 
@@ -375,14 +366,6 @@ class Dovecot(PrivateServer):
     def messages(self, user: str) -> tuple[DemoMessage, ...]:
         """What ``user``'s mailboxes held at start."""
         return demo_messages(user)
-
-    def log_text(self) -> str:
-        """Dovecot's log so far (startup errors included)."""
-        parts = []
-        for path in (self.stderr_path, self.log_path):
-            with contextlib.suppress(OSError):
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
 
     def start(self) -> Dovecot:
         if self._proc is not None:

@@ -161,24 +161,8 @@ class Postfix(PrivateServer):
     # -- public --------------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def smtp_address(self) -> tuple[str, int]:
         return (self.host, self.smtp_port)
-
-    def log_text(self) -> str:
-        """Postfix's log so far (``maillog_file``, and what the master wrote to stderr)."""
-        parts = []
-        for path in (self.stderr_path, self.log_path):
-            with contextlib.suppress(OSError):
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
 
     def wait_log(self, needle: str, timeout: float = 10.0) -> str:
         """The log once it contains ``needle``; AssertionError after ``timeout``."""

@@ -106,8 +106,26 @@ class PrivateServer:
     root: Path
     pid_path: Path
     private_dirs_path: Path
+    stderr_path: Path  # what the server wrote to stderr (startup errors)
+    log_path: Path  # the server's own log file
     _private_dirs: list[Path]
     _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """The server's log so far: what it wrote to stderr, then its log file."""
+        parts = []
+        for path in (self.stderr_path, self.log_path):
+            with contextlib.suppress(OSError):
+                parts.append(path.read_text(errors="replace"))
+        return "".join(parts)
 
     def _start_attempts(
         self,
@@ -125,9 +143,6 @@ class PrivateServer:
                 self.stop()
                 if not lost_race(exc, log) or attempt == attempts - 1:
                     raise
-
-    def log_text(self) -> str:
-        raise NotImplementedError
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the process group ``start()`` created; SIGKILL what is left after
