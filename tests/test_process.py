@@ -14,6 +14,7 @@ import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS
 from support.authserver import AuthServer, route_to
+from support.net import wait_for
 from support.proxy import Mailfront, free_port, wait_port
 
 PASS = DEMO_USERS["alice"]
@@ -22,6 +23,12 @@ PASS = DEMO_USERS["alice"]
 def block(auth: AuthServer, *ports: int) -> str:
     servers = "".join(f"server {{ listen 127.0.0.1:{p}; protocol imap; }}\n" for p in ports)
     return f"auth_http {auth.url};\n{servers}"
+
+
+def add_server(conf: str, port: int, new_port: int) -> str:
+    """``conf`` with one more IMAP server, on ``new_port``, before the one on ``port``."""
+    old = f"server {{ listen 127.0.0.1:{port}"
+    return conf.replace(old, f"server {{ listen 127.0.0.1:{new_port}; protocol imap; }}\n{old}", 1)
 
 
 def login(port: int) -> imaplib.IMAP4:
@@ -55,14 +62,7 @@ def test_pid_file_reload_and_bad_reload(dovecot, tmp_path: Path) -> None:  # typ
             mf.wait_log('unknown directive "bogus_directive"')
             login(p1).logout()
             # a good new configuration adds a server; running sessions keep going
-            mf.conf.write_text(
-                good.replace(
-                    f"server {{ listen 127.0.0.1:{p1}",
-                    f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
-                    f"server {{ listen 127.0.0.1:{p1}",
-                    1,
-                )
-            )
+            mf.conf.write_text(add_server(good, p1, p2))
             mf.signal(signal.SIGHUP)
             wait_port(p2)
             login(p2).logout()
@@ -71,9 +71,7 @@ def test_pid_file_reload_and_bad_reload(dovecot, tmp_path: Path) -> None:  # typ
             # USR1 reopens the log file
             os.rename(mf.log_path, tmp_path / "logs" / "old.log")
             mf.signal(signal.SIGUSR1)
-            deadline = time.monotonic() + 5
-            while not mf.log_path.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: mf.log_path.exists())
             login(p1).logout()
             mf.wait_log("client logged in")
             assert mf.stop() == 0
@@ -184,9 +182,7 @@ def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no
             master = mf.proc.pid
             assert (tmp_path / "mailfront.pid").read_text() == f"{master}\n"
             mf.wait_log("start worker process")
-            deadline = time.monotonic() + 5
-            while len(_children(master)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: len(_children(master)) >= 2)
             first = _children(master)
             assert len(first) == 2
             held = login(p1)
@@ -195,22 +191,13 @@ def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no
             # reload: a new generation of workers with the new server; the old ones
             # finish their sessions
             good = mf.conf.read_text()
-            mf.conf.write_text(
-                good.replace(
-                    f"server {{ listen 127.0.0.1:{p1}",
-                    f"server {{ listen 127.0.0.1:{p2}; protocol imap; }}\n"
-                    f"server {{ listen 127.0.0.1:{p1}",
-                    1,
-                )
-            )
+            mf.conf.write_text(add_server(good, p1, p2))
             mf.signal(signal.SIGHUP)
             wait_port(p2)
             login(p2).logout()
             assert held.noop()[0] == "OK"  # served by an old worker, still there
             held.logout()
-            deadline = time.monotonic() + 10
-            while set(first) & set(_children(master)) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: not set(first) & set(_children(master)), 10)
             assert not set(first) & set(_children(master))  # the old generation is gone
             assert len(_children(master)) == 2
             # a broken configuration keeps the workers
@@ -222,9 +209,7 @@ def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no
             victim = _children(master)[0]
             os.kill(victim, signal.SIGKILL)
             mf.wait_log(f"worker process {victim} exited on signal 9")
-            deadline = time.monotonic() + 5
-            while len(_children(master)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: len(_children(master)) >= 2)
             assert len(_children(master)) == 2
             mf.signal(signal.SIGQUIT)
             assert mf.proc.wait(10) == 0
@@ -265,9 +250,7 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 assert mf.proc is not None
                 master = mf.proc.pid
                 mf.wait_log("start worker process")
-                deadline = time.monotonic() + 5
-                while not _children(master) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                wait_for(lambda: _children(master))
                 (worker,) = _children(master)
                 wait_port(port)
                 login(port).logout()
@@ -278,16 +261,10 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 # log rotation: the file is moved away, USR1 makes a new one for the workers
                 (logdir / "error.log").rename(logdir / "error.log.1")
                 mf.signal(signal.SIGUSR1)
-                deadline = time.monotonic() + 5
-                while not (logdir / "error.log").exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                wait_for(lambda: (logdir / "error.log").exists())
                 assert (logdir / "error.log").stat().st_uid == nobody
-                deadline = time.monotonic() + 5  # the worker says so in the old file, then reopens
-                while (
-                    "reopening logs" not in (logdir / "error.log.1").read_text()
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.05)
+                # the worker says so in the old file, then reopens
+                wait_for(lambda: "reopening logs" in (logdir / "error.log.1").read_text())
                 login(port).logout()
                 mf.wait_log("client logged in")
                 assert "failed" not in mf.log()
@@ -295,9 +272,7 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 text = mf.conf.read_text()
                 mf.conf.write_text(text.replace("daemon off;", "daemon off;\nuser root;"))
                 mf.signal(signal.SIGHUP)
-                deadline = time.monotonic() + 10
-                while worker in _children(master) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                wait_for(lambda: worker not in _children(master), 10)
                 (worker,) = _children(master)
                 assert _uids(worker) == (0, 0)
                 mf.signal(signal.SIGQUIT)

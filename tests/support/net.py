@@ -7,6 +7,8 @@ Sockets opened with ``connect`` are remembered in ``OPEN`` and closed by
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 
 OPEN: list[socket.socket] = []
 
@@ -51,3 +53,11 @@ def read_all(s: socket.socket) -> bytes:
             break
         out += c
     return out
+
+
+def wait_for(done: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``done`` until it is true or ``timeout`` seconds have passed (the caller
+    then asserts what it waited for, so that a failure says what was missing)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
