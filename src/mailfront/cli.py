@@ -189,12 +189,13 @@ def show_version(o: Options) -> None:
     if o.show_help:
         _write("stderr", USAGE)
     if o.show_configure:
-        import ssl
+        from OpenSSL import SSL  # the TLS engine's OpenSSL (server/tls_openssl.py)
 
+        openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
         _write(
             "stderr",
             f"reads nginx's mail{{}} configuration (as nginx/{mailfront.NGINX_COMPAT})\n"
-            f"built with Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}\n"
+            f"built with Python {sys.version.split()[0]}, {openssl}\n"
             f"configure arguments: --prefix={DEFAULT_PREFIX} --conf-path={DEFAULT_CONF} "
             f"--pid-path=logs/mailfront.pid --error-log-path={DEFAULT_ERROR_LOG}\n",
         )

@@ -67,7 +67,7 @@ EV = Ctx.EVENTS
 # Directives accepted only with these values for now (compared case-insensitively);
 # any other value is refused as "not supported yet".  Delete an entry to enable it.
 SUPPORTED_VALUES_ONLY: dict[str, frozenset[str]] = {
-    # OpenSSL 3.0 and the stdlib have no certificate compression
+    # the TLS engine's binding cannot turn certificate compression on (docs/tls.md)
     "ssl_certificate_compression": frozenset({"off"}),
 }
 

@@ -63,7 +63,7 @@ class ServerRuntime:
         self.by_addr: dict[str, ServerRuntime] | None = None
         self.listen_ssl = False  # the listen socket of this runtime has "ssl"
         self.listen_proxy_protocol = False  # ... and "proxy_protocol"
-        self.ssl_ctx: Any = None  # ssl.SSLContext for "listen ... ssl" and STARTTLS
+        self.ssl_ctx: Any = None  # tls_openssl.OpenSSLContext for "listen ... ssl" and STARTTLS
         # SMTP with "resolver": resolver.resolve_client_host, run before the greeting
         self.resolver: Any = None
         if conf.protocol is Protocol.SMTP and conf.resolver is not None:

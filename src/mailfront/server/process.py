@@ -251,8 +251,6 @@ class Worker:
         context of the listener's server in the running configuration, so a
         reload that brings new certificates takes effect at the next accept.
         """
-        srv = lst.srv
-        assert srv is not None
         lst.server = await self.loop.create_server(
             lst.make_session,
             sock=lst.sock.dup(),  # the server closes its copy; the bound socket stays ours
