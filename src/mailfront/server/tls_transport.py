@@ -149,8 +149,7 @@ class TLSTransport(asyncio.Transport):
             except SSL.Error as e:  # a broken record
                 self._failed(e, chunks)
                 return
-        if chunks:
-            self._app.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        self._deliver(chunks)
         if self._eof and not self._paused and not self._closing:
             self._ended()
 
@@ -162,9 +161,13 @@ class TLSTransport(asyncio.Transport):
         self._closing = True  # what the session answers is dropped: SSL_write fails now
         self._notify = False
         self._flush(_HANDSHAKE_READ)
+        self._deliver(chunks)
+        self._raw.abort()
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        """Decrypted records to the session, in one call."""
         if chunks:
             self._app.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        self._raw.abort()
 
     def _ended(self) -> None:
         """The client's close_notify or EOF, after all it sent before it."""
