@@ -138,18 +138,14 @@ class SaslSteps:
         return STEP_DONE
 
     def _auth_cram_md5(self) -> int:
-        arg = self._arg(0)
-        decoded = sasl.decode_base64(arg)
-        if decoded is not None:
-            # nginx sets the login before it checks the digest's length, so
-            # the "invalid CRAM-MD5 hash" line already carries it
-            sp = decoded.find(b" ")
-            self.login = decoded[:sp] if sp >= 0 else decoded
         try:
-            login, digest = sasl.auth_cram_md5(arg)
+            login, digest = sasl.auth_cram_md5(self._arg(0))
         except sasl.SaslError as exc:
+            if exc.login is not None:  # the "invalid CRAM-MD5 hash" line carries it
+                self.login = exc.login
             self.logs.append((INFO, str(exc)))
             return STEP_INVALID
+        self.login = login
         self.auth = AuthRequest(login, digest, AuthMethod.CRAM_MD5, salt=self.salt)
         return STEP_DONE
 

@@ -19,7 +19,15 @@ PASSWORD_PROMPT = b"UGFzc3dvcmQ6"
 
 
 class SaslError(Exception):
-    """A client sent something undecodable; ``str(exc)`` is nginx's log line."""
+    """A client sent something undecodable; ``str(exc)`` is nginx's log line.
+
+    ``login`` is what nginx took as the login before it gave up (CRAM-MD5
+    sets it before it checks the digest), else None.
+    """
+
+    def __init__(self, message: str, login: bytes | None = None) -> None:
+        super().__init__(message)
+        self.login = login
 
 
 def decode_base64(src: bytes) -> bytes | None:
@@ -81,7 +89,11 @@ def auth_cram_md5(arg: bytes) -> tuple[bytes, bytes]:
         raise SaslError("client sent invalid base64 encoding in AUTH CRAM-MD5 command")
     sp = data.find(b" ")
     if sp < 0 or len(data) - sp - 1 != 32:
-        raise SaslError("client sent invalid CRAM-MD5 hash in AUTH CRAM-MD5 command")
+        # nginx has stored the text up to the space (all of it without one) as the login
+        raise SaslError(
+            "client sent invalid CRAM-MD5 hash in AUTH CRAM-MD5 command",
+            data if sp < 0 else data[:sp],
+        )
     return data[:sp], data[sp + 1 :]
 
 

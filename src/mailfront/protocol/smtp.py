@@ -792,17 +792,12 @@ class SmtpMachine:
         return _DONE
 
     def _cram_md5(self, arg: bytes) -> int:
-        data = sasl.decode_base64(arg)
-        if data is None:
-            self.logs.append((INFO, "client sent invalid base64 encoding in AUTH CRAM-MD5 command"))
-            return _INVALID
-        # nginx stores the decoded text as the login before it checks it
-        sp = data.find(b" ")
-        self.login = data if sp < 0 else data[:sp]
-        if sp < 0 or len(data) - sp - 1 != 32:
-            self.logs.append((INFO, "client sent invalid CRAM-MD5 hash in AUTH CRAM-MD5 command"))
-            return _INVALID
-        self.passwd = data[sp + 1 :]
+        try:
+            self.login, self.passwd = sasl.auth_cram_md5(arg)
+        except sasl.SaslError as exc:
+            if exc.login is not None:  # nginx stores it before it checks the digest
+                self.login = exc.login
+            return self._sasl_error(exc)
         self.auth_method = _AM_CRAM_MD5
         return _DONE
 
