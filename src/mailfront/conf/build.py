@@ -121,6 +121,10 @@ class Loader:
 
     # --- services offered to handlers -------------------------------------------
 
+    def read_file(self, path: str) -> bytes:
+        """A file a directive names (``ssl_password_file``), through the loader's reader."""
+        return self._read(path)
+
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 

@@ -386,8 +386,7 @@ def ssl_password_file(c: Call) -> str | None:
         return "is duplicate"
     path = full_name(c.services.conf_prefix, c.args[0])
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = c.services.read_file(path)
     except OSError as e:
         raise c.error(f'open() "{path}" failed ({e.errno}: {e.strerror})') from None
     passwords: list[bytes] = []

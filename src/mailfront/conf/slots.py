@@ -85,6 +85,8 @@ class Services(Protocol):
 
     def warn(self, text: str) -> None: ...
 
+    def read_file(self, path: str) -> bytes: ...  # OSError as open() raises it
+
     def mail_listen(self) -> list[Any]: ...
 
 
