@@ -272,9 +272,12 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 text = mf.conf.read_text()
                 mf.conf.write_text(text.replace("daemon off;", "daemon off;\nuser root;"))
                 mf.signal(signal.SIGHUP)
-                wait_for(lambda: worker not in _children(master), 10)
-                (worker,) = _children(master)
-                assert _uids(worker) == (0, 0)
+                wait_for(lambda: set(_children(master)) - {worker}, 10)
+                (new,) = set(_children(master)) - {worker}
+                assert _uids(new) == (0, 0)
+                # the old generation stops gracefully
+                wait_for(lambda: worker not in _children(master), 30)
+                assert _children(master) == [new], mf.log()
                 mf.signal(signal.SIGQUIT)
                 assert mf.proc.wait(10) == 0
     finally:
