@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -308,13 +308,26 @@ class _Child:
 
     def read_until(self, needles: tuple[bytes, ...], timeout: float = 30.0) -> bytes:
         """Output so far, once one of ``needles`` is in it (or the child exited)."""
+        return self._read(lambda out: any(n in out for n in needles), repr(needles), timeout)
+
+    def read_line_with(self, needle: bytes, timeout: float = 30.0) -> bytes:
+        """Output so far, once a whole line with ``needle`` is in it: a signal sent on
+        its first half would stop the child before it ends the line."""
+
+        def whole_line(out: bytes) -> bool:
+            at = out.find(needle)
+            return at >= 0 and b"\n" in out[at:]
+
+        return self._read(whole_line, f"a line with {needle!r}", timeout)
+
+    def _read(self, done: Callable[[bytes], bool], what: str, timeout: float) -> bytes:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while not any(n in self.output for n in needles):
+        while not done(self.output):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {needles!r} in:\n{self.output.decode(errors='replace')}")
+                raise AssertionError(f"no {what} in:\n{self.output.decode(errors='replace')}")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 65536)
@@ -465,7 +478,7 @@ def test_quickstart_sets_up_dovecot_and_files(tmp_path: Path, child: list[_Child
         "--smtp-port", str(smtp_port),
     )  # fmt: skip
     child.append(run)
-    out = run.read_until((b"Press Ctrl-C",))
+    out = run.read_line_with(b"Press Ctrl-C")
     assert b"curl -v imap://127.0.0.1:%d/INBOX -u alice:alicepass" % imap_port in out
     assert b"curl 'imap://127.0.0.1:%d/INBOX;UID=1' -u alice:alicepass" % imap_port in out
     backends = _Backends(workdir, out)
@@ -505,7 +518,7 @@ def test_quickstart_without_root(tmp_path: Path, child: list[_Child]) -> None:
         euid=65534 if os.geteuid() == 0 else None,
     )  # fmt: skip
     child.append(run)
-    out = run.read_until((b"Press Ctrl-C",))
+    out = run.read_line_with(b"Press Ctrl-C")
     note = quickstart.NOT_ROOT_NOTE.encode()
     assert out.startswith(note + b"\n"), out
     rest = out.replace(note, b"").replace(str(workdir).encode(), b"<dir>")
@@ -535,7 +548,7 @@ def test_quickstart_no_smtp(tmp_path: Path, child: list[_Child]) -> None:
         "--imap-port", str(imap_port), "--pop3-port", str(pop3_port),
     )  # fmt: skip
     child.append(run)
-    out = run.read_until((b"Press Ctrl-C",))
+    out = run.read_line_with(b"Press Ctrl-C")
     rest = out.replace(str(workdir).encode(), b"<dir>")  # the test's name has "smtp" in it
     assert b"Postfix" not in rest and b"smtp" not in rest.lower()
     assert not (workdir / "postfix").exists()
@@ -556,7 +569,7 @@ def test_quickstart_runs_mailfront_then_stops_dovecot(tmp_path: Path, child: lis
         "--smtp-port", str(smtp_port),
     )  # fmt: skip
     child.append(run)
-    out = run.read_until((b"Press Ctrl-C",))
+    out = run.read_line_with(b"Press Ctrl-C")
     assert b"-m mailfront -c %s" % str(workdir / "mailfront.conf").encode() in out
     backends = _Backends(workdir, out)
     backends.check_files(imap_port, pop3_port, smtp_port)

@@ -64,7 +64,10 @@ class _Terminated(Exception):
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    # one write with its newline: a Ctrl-C that lands inside print() between the text
+    # and its end (print writes them apart) left the line unterminated
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 # -- 1. packages --------------------------------------------------------------------
