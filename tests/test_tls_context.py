@@ -44,7 +44,6 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from OpenSSL import SSL
 
 from mailfront import conf
 from mailfront.cli import main
@@ -60,7 +59,7 @@ from mailfront.conf.tls_support import (
     tls_enabled,
 )
 from mailfront.protocol import auth_http
-from mailfront.server import tls
+from mailfront.server import libssl, tls
 from mailfront.server.tls import Rejection
 from mailfront.server.tls_openssl import OpenSSLContext, make_context
 from mailfront.server.tls_transport import TLSTransport
@@ -134,8 +133,8 @@ def refused(tmp_path: Path, lines: str, **kw: str) -> str:
 
 
 def options(ctx: OpenSSLContext) -> int:
-    """The context's options (``SSL_CTX_set_options`` with nothing to add returns them)."""
-    return int(ctx.ctx.set_options(0))
+    """The context's options (``SSL_CTX_get_options``)."""
+    return int(libssl.lib.SSL_CTX_get_options(ctx.ctx))
 
 
 def client_ctx(
@@ -314,12 +313,12 @@ def test_defaults_as_nginx(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     # ngx_ssl_create's options: no server cipher preference by default, no
     # renegotiation, an EOF without close_notify is a plain close
     opts = options(ctx)
-    assert not opts & SSL.OP_CIPHER_SERVER_PREFERENCE
-    assert opts & SSL.OP_NO_RENEGOTIATION
-    assert opts & SSL.OP_IGNORE_UNEXPECTED_EOF
-    assert opts & SSL.OP_NO_COMPRESSION
-    assert not opts & SSL.OP_NO_TICKET
-    assert ctx.ctx.get_verify_mode() == SSL.VERIFY_NONE
+    assert not opts & libssl.SSL_OP_CIPHER_SERVER_PREFERENCE
+    assert opts & libssl.SSL_OP_NO_RENEGOTIATION
+    assert opts & libssl.SSL_OP_IGNORE_UNEXPECTED_EOF
+    assert opts & libssl.SSL_OP_NO_COMPRESSION
+    assert not opts & libssl.SSL_OP_NO_TICKET
+    assert libssl.lib.SSL_CTX_get_verify_mode(ctx.ctx) == libssl.SSL_VERIFY_NONE
     r = handshake(ctx, server, client_ctx(pki))
     assert r.ok, r
     assert r.version == "TLSv1.3" and r.received == HELLO
@@ -388,7 +387,7 @@ def test_protocols(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     assert not handshake(ctx, server, client_ctx(pki, versions=TLS13)).ok
     ctx, server = server_ctx(tmp_path, certs(ecdsa) + " ssl_protocols TLSv1.3;")
     r = handshake(ctx, server, client_ctx(pki, versions=TLS12))
-    assert not r.ok and isinstance(r.server_error, SSL.Error)
+    assert not r.ok and isinstance(r.server_error, libssl.Error)
     assert handshake(ctx, server, client_ctx(pki)).version == "TLSv1.3"
 
 
@@ -402,7 +401,7 @@ def test_old_protocols_and_holes(tmp_path: Path, pki: Pki, ecdsa: Issued) -> Non
     ctx, server = server_ctx(
         tmp_path, certs(ecdsa) + f" ssl_protocols TLSv1 TLSv1.2; ssl_ciphers {old};"
     )
-    assert options(ctx) & SSL.OP_NO_TLSv1_1 and not options(ctx) & SSL.OP_NO_TLSv1
+    assert options(ctx) & libssl.SSL_OP_NO_TLSv1_1 and not options(ctx) & libssl.SSL_OP_NO_TLSv1
     r = handshake(ctx, server, client_ctx(pki, versions=v10, ciphers=old))
     assert r.ok and r.version == "TLSv1"
     assert r.info[auth_http.SSL_PROTOCOL] == b"TLSv1"
@@ -416,7 +415,7 @@ def test_old_protocols_and_holes(tmp_path: Path, pki: Pki, ecdsa: Issued) -> Non
     assert not handshake(ctx, server, client_ctx(pki, versions=v11, ciphers=old)).ok
     # SSLv3 alone: no version OpenSSL still has, so no handshake at all (nginx alike)
     ctx, server = server_ctx(tmp_path, certs(ecdsa) + " ssl_protocols SSLv3;")
-    assert options(ctx) & SSL.OP_NO_TLSv1_2 and options(ctx) & SSL.OP_NO_TLSv1_3
+    assert options(ctx) & libssl.SSL_OP_NO_TLSv1_2 and options(ctx) & libssl.SSL_OP_NO_TLSv1_3
     assert not handshake(ctx, server, client_ctx(pki)).ok
 
 
@@ -456,7 +455,7 @@ def test_prefer_server_ciphers(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
             tmp_path,
             certs(ecdsa) + f" ssl_ciphers {server_list}; ssl_prefer_server_ciphers {flag};",
         )
-        assert bool(options(ctx) & SSL.OP_CIPHER_SERVER_PREFERENCE) == (flag == "on")
+        assert bool(options(ctx) & libssl.SSL_OP_CIPHER_SERVER_PREFERENCE) == (flag == "on")
         assert handshake(ctx, server, client).cipher == expected
 
 
@@ -603,7 +602,7 @@ def test_alpn_mismatch_is_a_fatal_alert(
     r = handshake(ctx, server, client_ctx(pki, alpn=["http/1.1"]))
     assert isinstance(r.client_error, ssl.SSLError), r
     assert "alert no application protocol" in str(r.client_error)
-    assert isinstance(r.server_error, SSL.Error), r
+    assert isinstance(r.server_error, libssl.Error), r
     assert "no application protocol" in str(r.server_error)
 
 
@@ -648,7 +647,7 @@ def test_session_cache_and_tickets(
     ctx, server = server_ctx(
         tmp_path, certs(ecdsa) + f" ssl_session_cache {cache}; ssl_session_tickets {tickets};"
     )
-    assert bool(options(ctx) & SSL.OP_NO_TICKET) == (tickets == "off")
+    assert bool(options(ctx) & libssl.SSL_OP_NO_TICKET) == (tickets == "off")
     for version in (TLS12, TLS13):
         client = client_ctx(pki, versions=version)
         first = handshake(ctx, server, client)
@@ -751,7 +750,7 @@ def verify_lines(pki: Pki, mode: str = "on", **extra: Any) -> str:
 
 def test_verify_on(tmp_path: Path, pki: Pki, ecdsa: Issued, alice: Issued) -> None:
     ctx, server = server_ctx(tmp_path, certs(ecdsa) + verify_lines(pki))
-    assert ctx.ctx.get_verify_mode() == SSL.VERIFY_PEER
+    assert libssl.lib.SSL_CTX_get_verify_mode(ctx.ctx) == libssl.SSL_VERIFY_PEER
     for version in (TLS12, TLS13):
         # no certificate: the handshake completes, then no_cert, as nginx does
         r = handshake(ctx, server, client_ctx(pki, versions=version))
@@ -1163,7 +1162,7 @@ def test_conf_commands(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     ctx, server = server_ctx(tmp_path, certs(ecdsa) + " ssl_conf_command MaxProtocol TLSv1.2;")
     assert handshake(ctx, server, client_ctx(pki)).version == "TLSv1.2"
     ctx, _ = server_ctx(tmp_path, certs(ecdsa) + " ssl_conf_command Options -SessionTicket;")
-    assert options(ctx) & SSL.OP_NO_TICKET
+    assert options(ctx) & libssl.SSL_OP_NO_TICKET
     # nginx adds a second error, "error:0A000180:SSL routines::bad value:cmd=Ciphersuites,
     # value=NOPE", that SSL_CONF_cmd itself queues
     message = refused(tmp_path, certs(ecdsa) + " ssl_conf_command Ciphersuites NOPE;")

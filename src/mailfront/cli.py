@@ -189,9 +189,9 @@ def show_version(o: Options) -> None:
     if o.show_help:
         _write("stderr", USAGE)
     if o.show_configure:
-        from OpenSSL import SSL  # the TLS engine's OpenSSL (server/tls_openssl.py)
+        from mailfront.server.libssl import version_text  # the TLS engine's OpenSSL
 
-        openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
+        openssl = version_text()
         _write(
             "stderr",
             f"reads nginx's mail{{}} configuration (as nginx/{mailfront.NGINX_COMPAT})\n"

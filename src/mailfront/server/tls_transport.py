@@ -1,16 +1,17 @@
 """TLS over memory BIOs on a plain uvloop transport (the OpenSSL engine).
 
 :class:`TLSTransport` takes over a connected plain transport: it becomes that
-transport's protocol, runs the server side of a pyOpenSSL connection between
-two memory BIOs, and offers the session the ``asyncio.Transport`` calls it
-uses, in plaintext.  The session creates it where nginx starts its handshake:
-on accept for ``listen ... ssl`` (after the PROXY header, if any), and after
-the STARTTLS/STLS reply.  So the session logs ``connected`` before the
-handshake, logs a failed handshake in nginx's words, and the TLS alert of a
-failed handshake reaches the client before the close.
+transport's protocol, runs the server side of an OpenSSL connection
+(:mod:`mailfront.server.libssl`) between two memory BIOs, and offers the
+session the ``asyncio.Transport`` calls it uses, in plaintext. The session
+creates it where nginx starts its handshake: on accept for ``listen ... ssl``
+(after the PROXY header, if any), and after the STARTTLS/STLS reply. So the
+session logs ``connected`` before the handshake, logs a failed handshake in
+nginx's words, and the TLS alert of a failed handshake reaches the client
+before the close.
 
 The relay path stays short: a read decrypts everything the read brought
-(one ``bio_write``, then ``recv`` until OpenSSL wants more) and hands it on
+(one ``BIO_write``, then ``SSL_read`` until OpenSSL wants more) and hands it on
 in one call; a write encrypts in one ``SSL_write`` (partial writes are off,
 so a large write is all its records at once) and passes the records to the
 plain transport in one write.  Nothing is buffered here beyond OpenSSL's own
@@ -37,24 +38,40 @@ the questions the session asks about the TLS connection (``version``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
-from OpenSSL import SSL, crypto
 
-from mailfront.server.tls_openssl import (
-    OpenSSLContext,
-    session_reused,
-    ssl_error_text,
-    verify_result,
-)
+from mailfront.server import libssl as L
+from mailfront.server.libssl import NULL, ffi, lib
+from mailfront.server.tls_openssl import OpenSSLContext, ssl_error_text
 
-# a handshake flight (certificate chain included) mostly fits in one read
-_HANDSHAKE_READ = 16384
-# record overhead: header, IV, MAC or tag, padding; at most ~85 bytes per 16 KiB record
-_RECORD_SLACK = 512
+_SSL_read = lib.SSL_read
+_SSL_get_error = lib.SSL_get_error
+_BIO_read = lib.BIO_read
+_BIO_write = lib.BIO_write
+_BIO_ctrl = lib.BIO_ctrl
+_unpack = ffi.unpack
+_WANT_READ = L.SSL_ERROR_WANT_READ
+_ZERO_RETURN = L.SSL_ERROR_ZERO_RETURN
+_PENDING = L.BIO_CTRL_PENDING
+
+
+class _Buffer:
+    """One buffer of the process for what OpenSSL hands out (decrypted data, records):
+    each use copies what it needs out of it at once, so no session holds one."""
+
+    size = 262144
+    data: Any = ffi.new("char[]", size)
+
+    @classmethod
+    def at_least(cls, size: int) -> Any:
+        if size > cls.size:
+            cls.size = size
+            cls.data = ffi.new("char[]", size)
+        return cls.data
+
 
 HandshakeDone = Callable[[BaseException | None], None]
 
@@ -69,7 +86,6 @@ class TLSTransport(asyncio.Transport):
     __slots__ = (
         "_app",
         "_closing",
-        "_conn",
         "_eof",
         "_error",
         "_handshaking",
@@ -78,6 +94,9 @@ class TLSTransport(asyncio.Transport):
         "_on_handshake",
         "_paused",
         "_raw",
+        "_rbio",
+        "_ssl",
+        "_wbio",
     )
 
     def __init__(
@@ -99,7 +118,7 @@ class TLSTransport(asyncio.Transport):
         self._notify = False  # close() sends close_notify (set once the handshake is done)
         self._error: Exception | None = None  # the SSL error that ended the connection
         self._loop = loop
-        self._conn = tls.connection()
+        self._ssl, self._rbio, self._wbio = tls.connection()
         raw.set_protocol(self)  # type: ignore[arg-type]
 
     # -- the plain transport's protocol -------------------------------------
@@ -108,19 +127,17 @@ class TLSTransport(asyncio.Transport):
         pass  # the plain transport is connected before it is handed over
 
     def data_received(self, data: bytes) -> None:
-        conn = self._conn
-        try:
-            conn.bio_write(data)
-        except SSL.Error:  # the connection was shut down
-            return
+        _BIO_write(self._rbio, data, len(data))
         if self._handshaking:
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                self._flush(_HANDSHAKE_READ)
-                return
-            except SSL.Error as e:
-                self._flush(_HANDSHAKE_READ)  # the alert goes out before the close
+            ssl = self._ssl
+            lib.ERR_clear_error()
+            ret = lib.SSL_do_handshake(ssl)
+            if ret != 1:
+                if _SSL_get_error(ssl, ret) == _WANT_READ:
+                    self._flush()
+                    return
+                e = L.error()
+                self._flush()  # the alert goes out before the close
                 self._handshake_done(e)
                 return
             # the last flight (TLSv1.3: the session tickets) waits for the session's
@@ -129,38 +146,43 @@ class TLSTransport(asyncio.Transport):
             self._handshake_done(None)
             if self._closing:
                 return  # close() has flushed
-            self._flush(_HANDSHAKE_READ)
+            self._flush()
         if not self._paused:
             self._read()
 
     def _read(self) -> None:
         """Decrypt what the incoming BIO holds and hand it to the session in one call."""
-        conn = self._conn
+        ssl = self._ssl
+        buf = _Buffer.data
+        size = _Buffer.size
         chunks: list[bytes] = []
+        lib.ERR_clear_error()
         while True:
-            try:
-                chunks.append(conn.recv(262144))
-            except SSL.WantReadError:
+            n = _SSL_read(ssl, buf, size)
+            if n > 0:
+                chunks.append(_unpack(buf, n))
+                continue
+            err = _SSL_get_error(ssl, n)
+            if err == _WANT_READ:
                 break
-            except SSL.ZeroReturnError:  # the client's close_notify
+            if err == _ZERO_RETURN:  # the client's close_notify
                 self._eof = True
                 self._notify = False  # nginx answers it with none (ngx_ssl_handle_recv)
                 break
-            except SSL.Error as e:  # a broken record
-                self._failed(e, chunks)
-                return
+            self._failed(L.error(), chunks)  # a broken record
+            return
         self._deliver(chunks)
         if self._eof and not self._paused and not self._closing:
             self._ended()
 
-    def _failed(self, e: SSL.Error, chunks: list[bytes]) -> None:
+    def _failed(self, e: L.Error, chunks: list[bytes]) -> None:
         """A record OpenSSL refused: as nginx, what came before it still counts, the
         client gets the fatal alert, and the connection ends (the session learns why
         from ``connection_lost``)."""
         self._error = SSLReadError(ssl_error_text(e))
         self._closing = True  # what the session answers is dropped: SSL_write fails now
         self._notify = False
-        self._flush(_HANDSHAKE_READ)
+        self._flush()
         self._deliver(chunks)
         self._raw.abort()
 
@@ -207,31 +229,29 @@ class TLSTransport(asyncio.Transport):
         if done is not None:
             done(exc)
 
-    def _flush(self, size: int) -> None:
-        """Pass what OpenSSL wrote to the outgoing BIO on to the plain transport."""
-        conn = self._conn
-        raw = self._raw
-        while True:
-            try:
-                out = conn.bio_read(size)
-            except SSL.WantReadError:
-                return
-            raw.write(out)
-            if len(out) < size:
-                return
+    def _flush(self) -> None:
+        """Pass what OpenSSL wrote to the outgoing BIO on to the plain transport, in one write."""
+        wbio = self._wbio
+        pending = _BIO_ctrl(wbio, _PENDING, 0, NULL)
+        if pending > 0:
+            buf = _Buffer.at_least(pending)
+            n = _BIO_read(wbio, buf, pending)
+            if n > 0:
+                self._raw.write(_unpack(buf, n))
 
     # -- the transport the session sees ----------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._handshaking or not data:
             return  # (SSL_write of nothing is an error)
-        try:
-            self._conn.send(data)
-        except SSL.Error as e:
-            self._error = e
+        if type(data) is not bytes:
+            data = bytes(data)
+        lib.ERR_clear_error()
+        if lib.SSL_write(self._ssl, data, len(data)) <= 0:
+            self._error = L.error()
             self.abort()
             return
-        self._flush(len(data) + (len(data) >> 7) + _RECORD_SLACK)
+        self._flush()
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -243,9 +263,10 @@ class TLSTransport(asyncio.Transport):
         self._on_handshake = None  # the session ends it: nothing to report
         if self._notify:  # ngx_ssl_shutdown
             self._notify = False
-            with contextlib.suppress(SSL.Error):
-                self._conn.shutdown()
-            self._flush(_HANDSHAKE_READ)
+            lib.ERR_clear_error()
+            if lib.SSL_shutdown(self._ssl) < 0:
+                L.drain()
+            self._flush()
         self._raw.close()
 
     def abort(self) -> None:
@@ -304,41 +325,45 @@ class TLSTransport(asyncio.Transport):
     # -- what the session asks about the TLS connection ---------------------------
 
     def version(self) -> str | None:
-        v = self._conn.get_protocol_version_name()
-        return v if v and v != "Unknown" else None
+        v = L.text(lib.SSL_get_version(self._ssl))
+        return v if v and v.lower() != "unknown" else None
 
     def cipher(self) -> tuple[str, str, int] | None:
-        name = self._conn.get_cipher_name()
-        if name is None:
+        c = lib.SSL_get_current_cipher(self._ssl)
+        if c == NULL:
             return None
-        return name, self._conn.get_cipher_version() or "", self._conn.get_cipher_bits() or 0
+        name = L.text(lib.SSL_CIPHER_get_name(c))
+        return name, L.text(lib.SSL_CIPHER_get_version(c)), int(lib.SSL_CIPHER_get_bits(c, NULL))
 
     def getpeercert(self, binary_form: bool = True) -> bytes | None:
-        cert = self._conn.get_peer_certificate()
-        if cert is None:
-            return None
-        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        cert = lib.SSL_get0_peer_certificate(self._ssl)
+        return None if cert == NULL else L.der_of(cert)
 
     def selected_alpn_protocol(self) -> str | None:
-        proto = self._conn.get_alpn_proto_negotiated()
-        return proto.decode("ascii", "replace") if proto else None
+        data = ffi.new("const unsigned char **")
+        size = ffi.new("unsigned int *")
+        lib.SSL_get0_alpn_selected(self._ssl, data, size)
+        if not size[0]:
+            return None
+        return bytes(ffi.buffer(data[0], size[0])).decode("ascii", "replace")
 
     def servername(self) -> str | None:
         """The SNI name the client sent, if any."""
-        name = self._conn.get_servername()
-        return name.decode("ascii", "replace") if name else None
+        name = lib.SSL_get_servername(self._ssl, L.TLSEXT_NAMETYPE_host_name)
+        return None if name == NULL else str(ffi.string(name).decode("ascii", "replace"))
 
     def own_certificate(self) -> x509.Certificate | None:
         """The certificate this side presented (RSA or ECDSA, as the client chose)."""
-        return self._conn.get_certificate(as_cryptography=True)
+        cert = lib.SSL_get_certificate(self._ssl)
+        return None if cert == NULL else x509.load_der_x509_certificate(L.der_of(cert))
 
     @property
     def session_reused(self) -> bool:
-        return session_reused(self._conn)
+        return bool(lib.SSL_session_reused(self._ssl))
 
     @property
     def verify_result(self) -> int:
-        return verify_result(self._conn)
+        return int(lib.SSL_get_verify_result(self._ssl))
 
 
 __all__ = ["HandshakeDone", "SSLReadError", "TLSTransport"]
