@@ -91,11 +91,14 @@ class OpenSSLContext:
         ssl = lib.SSL_new(self.ctx)
         if ssl == NULL:
             raise L.error()
-        rbio = lib.BIO_new(lib.BIO_s_mem())
-        wbio = lib.BIO_new(lib.BIO_s_mem())
+        rbio = lib.BIO_new(_MEM)
+        wbio = lib.BIO_new(_MEM)
         lib.SSL_set_bio(ssl, rbio, wbio)  # the SSL owns and frees them
         lib.SSL_set_accept_state(ssl)
         return ffi.gc(ssl, lib.SSL_free), rbio, wbio
+
+
+_MEM = lib.BIO_s_mem()
 
 
 def _ctrl(ctx: Any, cmd: int, larg: int = 0, parg: Any = NULL) -> int:

@@ -140,6 +140,10 @@ class TLSTransport(asyncio.Transport):
                 self._flush()  # the alert goes out before the close
                 self._handshake_done(e)
                 return
+            # what a handshake may leave in the queue goes: from here on it holds
+            # only the errors of the call that just failed (the relay does not clear it
+            # before each call, as every failure drains it)
+            lib.ERR_clear_error()
             # the last flight (TLSv1.3: the session tickets) waits for the session's
             # first words (the greeting), so that both leave in one write
             self._notify = True
@@ -156,7 +160,6 @@ class TLSTransport(asyncio.Transport):
         buf = _Buffer.data
         size = _Buffer.size
         chunks: list[bytes] = []
-        lib.ERR_clear_error()
         while True:
             n = _SSL_read(ssl, buf, size)
             if n > 0:
@@ -246,7 +249,6 @@ class TLSTransport(asyncio.Transport):
             return  # (SSL_write of nothing is an error)
         if type(data) is not bytes:
             data = bytes(data)
-        lib.ERR_clear_error()
         if lib.SSL_write(self._ssl, data, len(data)) <= 0:
             self._error = L.error()
             self.abort()
