@@ -67,7 +67,7 @@ EV = Ctx.EVENTS
 # Directives accepted only with these values for now (compared case-insensitively);
 # any other value is refused as "not supported yet".  Delete an entry to enable it.
 SUPPORTED_VALUES_ONLY: dict[str, frozenset[str]] = {
-    # the TLS engine's binding cannot turn certificate compression on (docs/tls.md)
+    # OpenSSL 3.0 (the system's, as Debian's nginx) has no certificate compression (docs/tls.md)
     "ssl_certificate_compression": frozenset({"off"}),
 }
 
@@ -270,12 +270,13 @@ TABLE: tuple[Directive, ...] = (
          "on | off", "off"),
     _row("ssl_session_cache", MS, TAKE12, h.ssl_session_cache, "mail_ssl",
          "off | none | [builtin[:size]] [shared:name:size]", "none",
-         note="`off`, `none` and `builtin` (OpenSSL's size); other sizes and `shared:` are "
-         "not supported yet (docs/tls.md)."),
+         note="`off`, `none`, `builtin` and `builtin:N`; `shared:` is not supported yet "
+         "(docs/tls.md)."),
     _row("ssl_session_tickets", MS, FLAG, flag("ssl_session_tickets"), "mail_ssl", "on | off",
          "on"),
     _row("ssl_session_ticket_key", MS, TAKE1, str_array("ssl_session_ticket_key"), "mail_ssl",
-         "file", supported=False),
+         "file", note="48 or 80 bytes; the first file's key seals new tickets, every "
+         "file's key opens them, as in nginx."),
     _row("ssl_session_timeout", MS, TAKE1, sec("ssl_session_timeout"), "mail_ssl", "time",
          "5m"),
     _row("ssl_verify_client", MS, TAKE1, enum_slot("ssl_verify_client", VERIFY_CLIENT),
@@ -288,8 +289,7 @@ TABLE: tuple[Directive, ...] = (
          "file"),
     _row("ssl_crl", MS, TAKE1, string("ssl_crl"), "mail_ssl", "file"),
     _row("ssl_conf_command", MS, TAKE2, keyval("ssl_conf_command"), "mail_ssl", "name value",
-         note="Ciphersuites, CipherString, Groups, Curves, SignatureAlgorithms, MinProtocol, "
-         "MaxProtocol and some Options; other commands are not supported yet (docs/tls.md)."),
+         note="Every command of OpenSSL's `SSL_CONF_cmd`, applied last, as in nginx."),
     # --- mailfront extensions (not in nginx) ------------------------------------
     _row("auth_file", MS, TAKE1, string("auth_file"), "mailfront", "file", "",
          origin="mailfront",

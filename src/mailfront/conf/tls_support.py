@@ -2,7 +2,7 @@
 
 nginx builds one ``SSL_CTX`` per ``server{}`` that uses TLS (``listen ... ssl``
 or ``starttls on|only``) and applies every ``ssl_*`` directive to it.
-mailfront's TLS engine is pyOpenSSL over memory BIOs
+mailfront's TLS engine is the system's OpenSSL over memory BIOs
 (``mailfront.server.tls_openssl``).  What it cannot do (see ``docs/tls.md``)
 is refused here, at ``-t``, with a clear message, never accepted and silently
 ignored.  Settings of a server without TLS are not looked at, as nginx does
@@ -64,76 +64,29 @@ def verify_enabled(conf: ServerConf) -> bool:
     return conf.ssl_verify_client != VerifyClient.OFF
 
 
-# ssl_conf_command: the SSL_CONF_cmd() commands (file names, matched without case) that the
-# OpenSSL engine can apply through pyOpenSSL, and the "Options" words it can set
-CONF_COMMANDS = frozenset(
-    {
-        "ciphersuites",
-        "cipherstring",
-        "groups",
-        "curves",
-        "minprotocol",
-        "maxprotocol",
-        "signaturealgorithms",
-        "options",
-    }
-)
-CONF_OPTIONS = frozenset(
-    {"serverpreference", "norenegotiation", "prioritizechacha", "-sessionticket", "-compression"}
-)
-
-
-def conf_command_supported(name: str, value: str) -> bool:
-    """Whether the OpenSSL engine can apply ``ssl_conf_command name value``."""
-    key = name.lower()
-    if key not in CONF_COMMANDS:
-        return False
-    if key == "options":
-        return all(w.strip().lower() in CONF_OPTIONS for w in value.split(",") if w.strip())
-    return True
-
-
 def openssl_refusals(conf: ServerConf) -> list[ConfError]:
-    """What the OpenSSL engine (pyOpenSSL over memory BIOs) cannot honour in ``conf``.
-
-    pyOpenSSL wraps neither the session cache callbacks (a cache shared by
-    the workers), nor the size of OpenSSL's own cache, nor the ticket key
-    callback, nor ``SSL_CONF_cmd``: of ``ssl_conf_command``, what maps onto
-    calls it has (:data:`CONF_COMMANDS`) is applied, the rest is refused.
-    """
+    """What the OpenSSL engine cannot honour in ``conf`` yet: a session cache shared
+    by the workers (``shared:``), and certificate compression (OpenSSL 3.2's, which
+    nginx too does without on OpenSSL 3.0)."""
     if not tls_enabled(conf):
         return []
     out: list[str] = []
     if conf.ssl_certificate_compression:
         out.append('"ssl_certificate_compression on"')
-    cache = parse_session_cache(conf.ssl_session_cache)
-    if cache.shared is not None or cache.builtin not in (
-        SCACHE_OFF,
-        SCACHE_NONE,
-        SCACHE_DEFAULT_BUILTIN,
-        OPENSSL_CACHE_SIZE,
-    ):
+    if parse_session_cache(conf.ssl_session_cache).shared is not None:
         out.append(f'"ssl_session_cache {conf.ssl_session_cache}"')
-    if conf.ssl_session_ticket_key:
-        out.append('"ssl_session_ticket_key" directive')
-    for name, value in conf.ssl_conf_command:
-        if not conf_command_supported(name, value):
-            out.append(f'"ssl_conf_command {name} {value}"')
     return [
         ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
     ]
 
 
 __all__ = [
-    "CONF_COMMANDS",
-    "CONF_OPTIONS",
     "OPENSSL_CACHE_SIZE",
     "SCACHE_DEFAULT_BUILTIN",
     "SCACHE_NONE",
     "SCACHE_NO_BUILTIN",
     "SCACHE_OFF",
     "SessionCache",
-    "conf_command_supported",
     "openssl_refusals",
     "parse_session_cache",
     "tls_enabled",
