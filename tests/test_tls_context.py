@@ -1140,6 +1140,48 @@ def test_openssl_refusals(tmp_path: Path, ecdsa: Issued, pki: Pki) -> None:
     assert openssl_refusals(server) == []
 
 
+def test_ticket_key_files(tmp_path: Path, ecdsa: Issued) -> None:
+    """``ngx_ssl_session_ticket_keys``: 48 or 80 bytes each, read when the context is made
+    (nginx's merge), its errors with the server's place."""
+    place = f"{tmp_path}/conf/mailfront.conf:4"
+    good = tmp_path / "good.key"
+    good.write_bytes(bytes(range(48)))
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(b"x" * 64)
+    missing = tmp_path / "missing.key"
+    server_ctx(tmp_path, certs(ecdsa) + f" ssl_session_ticket_key {good};")
+    # even with tickets off: nginx reads the files whatever ssl_session_tickets says
+    message = refused(
+        tmp_path, certs(ecdsa) + f" ssl_session_tickets off; ssl_session_ticket_key {bad};"
+    )
+    assert message == f'"{bad}" must be 48 or 80 bytes in {place}'
+    message = refused(
+        tmp_path,
+        certs(ecdsa) + f" ssl_session_ticket_key {good}; ssl_session_ticket_key {missing};",
+    )
+    assert message == f'open() "{missing}" failed (2: No such file or directory) in {place}'
+
+
+def test_session_id_context_is_nginx_s(pki: Pki, ecdsa: Issued, rsa: Issued) -> None:
+    """SHA-1 over "MAIL", each certificate's SHA-1 (the last configured first) and each
+    CA name's: what nginx sets, so that sessions move between the two."""
+    import hashlib
+
+    from mailfront.server.tls_openssl import session_id_context
+
+    want = hashlib.sha1(
+        b"MAIL" + hashlib.sha1(ecdsa.der).digest() + hashlib.sha1(rsa.der).digest()
+    ).digest()
+    assert session_id_context([rsa.der, ecdsa.der], []) == want
+    name = pki.ca.cert.subject.public_bytes()
+    assert (
+        session_id_context([ecdsa.der], [name])
+        == hashlib.sha1(
+            b"MAIL" + hashlib.sha1(ecdsa.der).digest() + hashlib.sha1(name).digest()
+        ).digest()
+    )
+
+
 def test_conf_commands(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
     """The ssl_conf_command commands the engine carries out, applied last (after
     ssl_protocols, ssl_ciphers and ssl_ecdh_curve), as ngx_ssl_conf_commands."""

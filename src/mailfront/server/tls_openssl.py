@@ -193,16 +193,18 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     # ssl_password_file was read while parsing; without it one empty password, so
     # that OpenSSL never prompts on the terminal
     passwords = list(conf.ssl_passwords) if conf.ssl_passwords else [b""]
-    ids = hashlib.sha1()
-    for cert, key in zip(conf.ssl_certificate, conf.ssl_certificate_key, strict=False):
-        ids.update(_load_pair(ctx, cert, key, passwords))
+    leaves = [
+        _load_pair(ctx, cert, key, passwords)
+        for cert, key in zip(conf.ssl_certificate, conf.ssl_certificate_key, strict=False)
+    ]
+    ca_names: list[bytes] = []
 
     if verify_enabled(conf):
         # ngx_ssl_client_certificate (with the CA names), ngx_ssl_trusted_certificate, ngx_ssl_crl
         lib.SSL_CTX_set_verify(ctx, L.SSL_VERIFY_PEER, _VERIFY_CALLBACK)
         lib.SSL_CTX_set_verify_depth(ctx, conf.ssl_verify_depth)
         if conf.ssl_client_certificate:
-            _load_cas(ctx, conf.ssl_client_certificate, names=True)
+            ca_names = _load_cas(ctx, conf.ssl_client_certificate, names=True)
         if conf.ssl_trusted_certificate:
             _load_cas(ctx, conf.ssl_trusted_certificate, names=False)
         if conf.ssl_crl:
@@ -220,10 +222,9 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
             raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed{L.queue_text()}')
 
     # ngx_ssl_session_cache: the timeout (sessions and tickets) and the session
-    # id context (nginx hashes the certificates and names) whatever the mode
+    # id context whatever the mode
     lib.SSL_CTX_set_timeout(ctx, int(conf.ssl_session_timeout))
-    ids.update(b"mailfront:" + f"{conf.file}:{conf.line}".encode())
-    sid = ids.digest()[:32]
+    sid = session_id_context(leaves, ca_names)
     lib.SSL_CTX_set_session_id_context(ctx, sid, len(sid))
     cache = parse_session_cache(conf.ssl_session_cache)
     if cache.builtin == SCACHE_OFF:
@@ -255,6 +256,19 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     if conf.ssl_conf_command:
         _conf_commands(ctx, conf.ssl_conf_command)
     return tls
+
+
+def session_id_context(leaves: list[bytes], ca_names: list[bytes]) -> bytes:
+    """``ngx_ssl_session_id_context`` of the mail module: SHA-1 over "MAIL", the SHA-1 of
+    each certificate (nginx keeps them in a list it prepends to: the last one first) and
+    of each CA name sent.  The same as nginx's, so that a session or a ticket of an nginx
+    with the same certificates (and ``ssl_session_ticket_key``) resumes here too."""
+    ids = hashlib.sha1(b"MAIL")
+    for der in reversed(leaves):
+        ids.update(hashlib.sha1(der).digest())
+    for name in ca_names:
+        ids.update(hashlib.sha1(name).digest())
+    return ids.digest()
 
 
 def _conf_commands(ctx: Any, commands: tuple[tuple[str, str], ...]) -> None:
@@ -361,10 +375,10 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
     return L.der_of(leaf)
 
 
-def _load_cas(ctx: Any, path: str, names: bool) -> None:
+def _load_cas(ctx: Any, path: str, names: bool) -> list[bytes]:
     """``ngx_ssl_client_certificate`` / ``ngx_ssl_trusted_certificate``: the certificates
     of ``path`` into the verify store; with ``names``, their subjects (each once, in the
-    file's order) are the CA names sent to the client."""
+    file's order) are the CA names sent to the client, and returned (DER)."""
     bio = _open(path, "certificate")
     cas: list[Any] = []
     while True:
@@ -379,7 +393,7 @@ def _load_cas(ctx: Any, path: str, names: bool) -> None:
             )
         cas.append(ca)
     store = lib.SSL_CTX_get_cert_store(ctx)
-    seen: set[bytes] = set()
+    seen: list[bytes] = []
     try:
         for ca in cas:
             if lib.X509_STORE_add_cert(store, ca) != 1:
@@ -387,11 +401,12 @@ def _load_cas(ctx: Any, path: str, names: bool) -> None:
             if names:
                 subject = x509.load_der_x509_certificate(L.der_of(ca)).subject.public_bytes()
                 if subject not in seen:
-                    seen.add(subject)
+                    seen.append(subject)
                     lib.SSL_CTX_add_client_CA(ctx, ca)
     finally:
         for ca in cas:
             lib.X509_free(ca)
+    return seen
 
 
 def _load_crl(ctx: Any, path: str) -> None:
