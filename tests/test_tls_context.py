@@ -728,9 +728,25 @@ def test_session_cache_values(tmp_path: Path, ecdsa: Issued) -> None:
         SCACHE_NO_BUILTIN, "shared:SSL:10m"
     )
     assert parse_session_cache("builtin:20480 shared:M:1m") == SessionCache(20480, "shared:M:1m")
-    for value in ("none", "off", "builtin", "builtin:20480"):
-        server_ctx(tmp_path, certs(ecdsa) + f" ssl_session_cache {value};")
-    for value in ("builtin:1000", "shared:SSL:10m", "builtin shared:SSL:10m"):
+    # ngx_ssl_session_cache: the mode and size OpenSSL's cache gets
+    server_cache = libssl.SSL_SESS_CACHE_SERVER
+    none = (
+        server_cache | libssl.SSL_SESS_CACHE_NO_AUTO_CLEAR | libssl.SSL_SESS_CACHE_NO_INTERNAL_STORE
+    )
+    for value, mode, size in (
+        ("none", none, 1),
+        ("off", libssl.SSL_SESS_CACHE_OFF, 20480),
+        ("builtin", server_cache, 20480),
+        ("builtin:20480", server_cache, 20480),
+        ("builtin:1000", server_cache, 1000),
+    ):
+        ctx, _ = server_ctx(tmp_path, certs(ecdsa) + f" ssl_session_cache {value};")
+        got_mode = libssl.ctx_ctrl(ctx.ctx, libssl.SSL_CTRL_GET_SESS_CACHE_MODE)
+        assert (got_mode, libssl.ctx_ctrl(ctx.ctx, libssl.SSL_CTRL_GET_SESS_CACHE_SIZE)) == (
+            mode,
+            size,
+        ), value
+    for value in ("shared:SSL:10m", "builtin shared:SSL:10m"):
         message = refused(tmp_path, certs(ecdsa) + f" ssl_session_cache {value};")
         assert message == (
             f'"ssl_session_cache {value}" is not supported yet for server in '
