@@ -360,8 +360,6 @@ def test_errors_have_a_place(tmp_path: Path) -> None:
 def test_not_supported_yet(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "mailfront.conf"
     for line, message in [
-        ("ssl_session_ticket_key ticket.key;",
-         '"ssl_session_ticket_key" directive is not supported yet'),
         ("ssl_certificate_compression on;",
          '"ssl_certificate_compression on" is not supported yet'),
     ]:  # fmt: skip
@@ -370,6 +368,9 @@ def test_not_supported_yet(tmp_path: Path) -> None:
         assert str(e) == f"{message} in {path}:7"
     s = server(load(tmp_path, MINIMAL.replace("listen", "starttls OFF; resolver off;\nlisten")))
     assert s.starttls is Starttls.OFF and s.resolver is None
+    # read (relative to the configuration's folder), applied when the context is made
+    s = server(load(tmp_path, MINIMAL.replace("listen", "ssl_session_ticket_key t.key;\nlisten")))
+    assert s.ssl_session_ticket_key == (f"{tmp_path}/conf/t.key",)
     s = server(
         load(
             tmp_path,

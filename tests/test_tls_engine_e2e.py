@@ -11,8 +11,8 @@ share a packet with the ClientHello).  Logins go through a real auth_http servic
 to the session's Dovecot.
 
 Where a test states what nginx does, it was checked against Debian's nginx 1.22.1
-with the mail module and the same configuration (OpenSSL 3.0 there, the pinned
-pyOpenSSL's OpenSSL here: both give the same verify results and texts).
+with the mail module and the same configuration (OpenSSL 3.0 there, and here: mailfront
+runs the system's OpenSSL).
 """
 
 from __future__ import annotations
