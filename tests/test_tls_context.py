@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -746,12 +747,8 @@ def test_session_cache_values(tmp_path: Path, ecdsa: Issued) -> None:
             mode,
             size,
         ), value
-    for value in ("shared:SSL:10m", "builtin shared:SSL:10m"):
-        message = refused(tmp_path, certs(ecdsa) + f" ssl_session_cache {value};")
-        assert message == (
-            f'"ssl_session_cache {value}" is not supported yet for server in '
-            f"{tmp_path}/conf/mailfront.conf:4"
-        )
+    for value in ("shared:SSL:10m", "builtin shared:SSL:10m", "none shared:SSL:10m"):
+        server_ctx(tmp_path, certs(ecdsa) + f" ssl_session_cache {value};")
     for value in ("10m", "300s", "1d"):
         server_ctx(tmp_path, certs(ecdsa) + f" ssl_session_timeout {value};")
 
@@ -1135,24 +1132,21 @@ def test_openssl_refusals(tmp_path: Path, ecdsa: Issued, pki: Pki) -> None:
         "ssl_conf_command RecordPadding 512;",
         "ssl_conf_command Options UnsafeLegacyRenegotiation;",
         f"ssl_session_ticket_key {key};",
+        "ssl_session_cache shared:SSL:10m;",
+        "ssl_session_cache builtin shared:M:1m;",
     ):
         server = load_server(tmp_path, base + " " + lines)
         assert openssl_refusals(server) == [], lines
         make_context(server, "imap")
-    for lines, what in [
-        ("ssl_session_cache shared:SSL:10m;", '"ssl_session_cache shared:SSL:10m"'),
-        ("ssl_session_cache builtin shared:M:1m;", '"ssl_session_cache builtin shared:M:1m"'),
-    ]:  # fmt: skip
-        server = load_server(tmp_path, base + " " + lines)
-        errors = openssl_refusals(server)
-        assert [str(e) for e in errors] == [f"{what} is not supported yet for server in {place}"]
-        with pytest.raises(conf.ConfError) as info:
-            make_context(server, "imap")
-        assert info.value is not errors[0] and str(info.value) == str(errors[0])
-    # a server without TLS is not looked at (nginx creates no SSL context)
-    server = load_server(
-        tmp_path, "ssl_session_cache shared:SSL:10m;", listen="127.0.0.1:10143"
-    )  # fmt: skip
+    # certificate compression (refused when read, see test_cli_refuses), for a server
+    # with TLS only: nginx creates no SSL context for the others
+    server = dataclasses.replace(load_server(tmp_path, base), ssl_certificate_compression=True)
+    assert [str(e) for e in openssl_refusals(server)] == [
+        f'"ssl_certificate_compression on" is not supported yet for server in {place}'
+    ]
+    server = dataclasses.replace(
+        load_server(tmp_path, "", listen="127.0.0.1:10143"), ssl_certificate_compression=True
+    )
     assert openssl_refusals(server) == []
 
 
@@ -1195,6 +1189,71 @@ def test_session_id_context_is_nginx_s(pki: Pki, ecdsa: Issued, rsa: Issued) -> 
         == hashlib.sha1(
             b"MAIL" + hashlib.sha1(ecdsa.der).digest() + hashlib.sha1(name).digest()
         ).digest()
+    )
+
+
+@pytest.mark.parametrize("versions", [TLS12, TLS13], ids=["TLSv1.2", "TLSv1.3"])
+def test_shared_session_cache(tmp_path: Path, pki: Pki, ecdsa: Issued, versions: Any) -> None:
+    """``ssl_session_cache shared:NAME:SIZE`` with tickets off: a session of one context
+    resumes on another that names the zone (as in two workers); OpenSSL's own cache is
+    off unless ``builtin`` is given too (``SSL_SESS_CACHE_NO_INTERNAL``)."""
+    name = f"T{len(versions)}{versions[0].value}"
+    lines = certs(ecdsa) + f" ssl_session_tickets off; ssl_session_cache shared:{name}:1m;"
+    a, server = server_ctx(tmp_path, lines)
+    b, _ = server_ctx(tmp_path, lines)
+    mode = libssl.ctx_ctrl(a.ctx, libssl.SSL_CTRL_GET_SESS_CACHE_MODE)
+    assert mode == libssl.SSL_SESS_CACHE_SERVER | libssl.SSL_SESS_CACHE_NO_INTERNAL
+    client = client_ctx(pki, versions=versions)
+    first = handshake(a, server, client)
+    assert first.ok and not first.reused and first.session is not None
+    again = handshake(b, server, client, session=first.session)
+    assert again.ok and again.reused
+    # another zone, or no shared cache: no session to resume
+    c, _ = server_ctx(
+        tmp_path, certs(ecdsa) + f" ssl_session_tickets off; ssl_session_cache shared:{name}x:1m;"
+    )
+    assert not handshake(c, server, client, session=first.session).reused
+    d, _ = server_ctx(tmp_path, certs(ecdsa) + " ssl_session_tickets off;")
+    assert not handshake(d, server, client, session=first.session).reused
+    # builtin and shared: both caches
+    e, _ = server_ctx(tmp_path, lines.replace("shared:", "builtin:100 shared:"))
+    assert libssl.ctx_ctrl(e.ctx, libssl.SSL_CTRL_GET_SESS_CACHE_MODE) == (
+        libssl.SSL_SESS_CACHE_SERVER
+    )
+
+
+def test_shared_zone_keeps_ticket_keys(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:
+    """With a shared zone and no ssl_session_ticket_key, the tickets are sealed with
+    keys kept in the zone (nginx's automatic keys): every context of the zone, as
+    every worker and every configuration after a reload, opens them."""
+    lines = certs(ecdsa) + " ssl_session_cache shared:TK:1m;"
+    a, server = server_ctx(tmp_path, lines)
+    b, _ = server_ctx(tmp_path, lines)
+    other, _ = server_ctx(tmp_path, certs(ecdsa))
+    client = client_ctx(pki, versions=TLS12)
+    first = handshake(a, server, client)
+    assert first.ok and first.session is not None and first.session.has_ticket
+    assert handshake(b, server, client, session=first.session).reused
+    assert not handshake(other, server, client, session=first.session).reused
+
+
+def test_shared_zone_sizes(tmp_path: Path, ecdsa: Issued) -> None:
+    """nginx's errors for a zone too small or declared twice with two sizes."""
+    path = tmp_path / "conf" / "mailfront.conf"
+    with pytest.raises(conf.ConfError) as info:
+        load_server(tmp_path, certs(ecdsa) + " ssl_session_cache shared:S:16k;")
+    assert str(info.value) == f'session cache "shared:S:16k" is too small in {path}:7'
+    text = (
+        "events {}\nmail {\n    auth_http 127.0.0.1:9000/auth;\n"
+        "    server { listen 127.0.0.1:10993 ssl; ssl_session_cache shared:S:1m; }\n"
+        "    server { listen 127.0.0.1:10994 ssl; ssl_session_cache shared:S:2m; }\n}\n"
+    )
+    path.write_text(text)
+    with pytest.raises(conf.ConfError) as info:
+        conf.load(str(path), f"{tmp_path}/")
+    assert str(info.value) == (
+        f'the size 2097152 of shared memory zone "S" conflicts with already declared size '
+        f"1048576 in {path}:5"
     )
 
 
@@ -1274,9 +1333,6 @@ def test_cli_accepts_tls_configurations(tmp_path: Path, pki: Pki, ecdsa: Issued)
         # refused when the directive is read
         ("ssl_certificate_compression on;",
          '"ssl_certificate_compression on" is not supported yet', 9),
-        # refused for the server{} that uses TLS, at its place
-        ("ssl_session_cache shared:SSL:10m;",
-         '"ssl_session_cache shared:SSL:10m" is not supported yet for server', 4),
     ],
 )  # fmt: skip
 def test_cli_refuses(tmp_path: Path, ecdsa: Issued, line: str, message: str, line_no: int) -> None:

@@ -117,6 +117,7 @@ class Loader:
         self.mail: Level | None = None
         self.servers: list[Level] = []
         self.listen_registry: list[Listen] = []
+        self.shared_zones: dict[str, int] = {}  # ngx_shared_memory_add: name -> size
         self.mail_conf: MailConf | None = None
 
     # --- services offered to handlers -------------------------------------------

@@ -270,8 +270,7 @@ TABLE: tuple[Directive, ...] = (
          "on | off", "off"),
     _row("ssl_session_cache", MS, TAKE12, h.ssl_session_cache, "mail_ssl",
          "off | none | [builtin[:size]] [shared:name:size]", "none",
-         note="`off`, `none`, `builtin` and `builtin:N`; `shared:` is not supported yet "
-         "(docs/tls.md)."),
+         note="A `shared:` zone is kept by every worker and across reloads (docs/tls.md)."),
     _row("ssl_session_tickets", MS, FLAG, flag("ssl_session_tickets"), "mail_ssl", "on | off",
          "on"),
     _row("ssl_session_ticket_key", MS, TAKE1, str_array("ssl_session_ticket_key"), "mail_ssl",

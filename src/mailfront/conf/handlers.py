@@ -418,6 +418,13 @@ def ssl_session_cache(c: Call) -> str | None:
                 raise c.error(f'invalid session cache "{word}"')
             if n < 8 * page_size():
                 raise c.error(f'session cache "{word}" is too small')
+            # ngx_shared_memory_add: a zone is one size wherever it is named
+            declared = c.services.shared_zones.setdefault(name, n)
+            if declared != n:
+                raise c.error(
+                    f'the size {n} of shared memory zone "{name}" conflicts with '
+                    f"already declared size {declared}"
+                )
             continue
         raise c.error(f'invalid session cache "{word}"')
     c.conf["ssl_session_cache"] = " ".join(c.args)

@@ -82,6 +82,7 @@ class Services(Protocol):
     resolver: Resolver | None
     prefix: str  # -p: pid and log files are relative to it
     conf_prefix: str  # the main file's folder: include and certificates are relative to it
+    shared_zones: dict[str, int]  # the shared memory zones declared so far, by name: size
 
     def warn(self, text: str) -> None: ...
 

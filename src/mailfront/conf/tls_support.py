@@ -65,16 +65,13 @@ def verify_enabled(conf: ServerConf) -> bool:
 
 
 def openssl_refusals(conf: ServerConf) -> list[ConfError]:
-    """What the OpenSSL engine cannot honour in ``conf`` yet: a session cache shared
-    by the workers (``shared:``), and certificate compression (OpenSSL 3.2's, which
-    nginx too does without on OpenSSL 3.0)."""
+    """What the OpenSSL engine cannot honour in ``conf``: certificate compression
+    (OpenSSL 3.2's, which nginx too does without on OpenSSL 3.0)."""
     if not tls_enabled(conf):
         return []
     out: list[str] = []
     if conf.ssl_certificate_compression:
         out.append('"ssl_certificate_compression on"')
-    if parse_session_cache(conf.ssl_session_cache).shared is not None:
-        out.append(f'"ssl_session_cache {conf.ssl_session_cache}"')
     return [
         ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
     ]

@@ -135,6 +135,7 @@ int SSL_write(SSL *ssl, const char *buf, int num);
 int SSL_shutdown(SSL *s);
 int SSL_get_error(const SSL *s, int ret_code);
 int SSL_version(const SSL *ssl);
+uint64_t SSL_get_options(const SSL *s);
 const char *SSL_get_version(const SSL *s);
 const SSL_CIPHER *SSL_get_current_cipher(const SSL *s);
 const char *SSL_CIPHER_get_name(const SSL_CIPHER *c);

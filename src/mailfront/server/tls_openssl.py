@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -32,13 +33,16 @@ from mailfront.conf.errors import ConfError
 from mailfront.conf.model import ServerConf, VerifyClient
 from mailfront.conf.tls_support import (
     SCACHE_DEFAULT_BUILTIN,
+    SCACHE_NO_BUILTIN,
     SCACHE_NONE,
     SCACHE_OFF,
     openssl_refusals,
     parse_session_cache,
     verify_enabled,
 )
+from mailfront.conf.values import parse_size
 from mailfront.server import libssl as L
+from mailfront.server import ssl_cache
 from mailfront.server.libssl import NULL, ffi, lib
 
 # ngx_ssl_verify_error_optional(): the errors optional_no_ca lets through
@@ -227,6 +231,7 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     sid = session_id_context(leaves, ca_names)
     lib.SSL_CTX_set_session_id_context(ctx, sid, len(sid))
     cache = parse_session_cache(conf.ssl_session_cache)
+    zone: ssl_cache.Zone | None = None
     if cache.builtin == SCACHE_OFF:
         _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, L.SSL_SESS_CACHE_OFF)
     elif cache.builtin == SCACHE_NONE:
@@ -240,17 +245,27 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
         )
         _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, 1)
     else:
-        _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, L.SSL_SESS_CACHE_SERVER)
-        if cache.builtin != SCACHE_DEFAULT_BUILTIN:
+        mode = L.SSL_SESS_CACHE_SERVER
+        if cache.shared is not None and cache.builtin == SCACHE_NO_BUILTIN:
+            mode |= L.SSL_SESS_CACHE_NO_INTERNAL
+        _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, mode)
+        if cache.builtin not in (SCACHE_NO_BUILTIN, SCACHE_DEFAULT_BUILTIN):
             _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, cache.builtin)
+        if cache.shared is not None:
+            name, _, size = cache.shared[len("shared:") :].partition(":")
+            zone = ssl_cache.zone(name, parse_size(size) or 0)
+            _shared_cache(tls, zone)
 
     # ngx_mail_ssl_merge_conf: ssl_session_tickets off
     if not conf.ssl_session_tickets:
         lib.SSL_CTX_set_options(ctx, L.SSL_OP_NO_TICKET)
 
-    # ngx_ssl_session_ticket_keys
+    # ngx_ssl_session_ticket_keys: the files' keys, else those of the shared zone
     if conf.ssl_session_ticket_key:
-        _ticket_keys(tls, conf)
+        keys = [_read_ticket_key(path, conf) for path in conf.ssl_session_ticket_key]
+        _ticket_key_callback(tls, lambda: keys)
+    elif zone is not None:
+        _ticket_key_callback(tls, _zone_keys(zone, conf.ssl_session_timeout))
 
     # ngx_ssl_conf_commands, last, as nginx applies them
     if conf.ssl_conf_command:
@@ -492,14 +507,34 @@ def _read_ticket_key(path: str, conf: ServerConf) -> _TicketKey:
     return _TicketKey(data)
 
 
-def _ticket_keys(tls: OpenSSLContext, conf: ServerConf) -> None:
-    """``ngx_ssl_session_ticket_keys``: tickets sealed with the first key of the files,
-    opened with any of them (``ngx_ssl_session_ticket_key_callback``)."""
-    keys = [_read_ticket_key(path, conf) for path in conf.ssl_session_ticket_key]
-    names = {key.name: i for i, key in reversed(list(enumerate(keys)))}
+def _zone_keys(zone: ssl_cache.Zone, lifetime: float) -> Callable[[], list[_TicketKey]]:
+    """nginx's automatic ticket keys of a shared zone: the same in every worker and
+    across reloads, the sealing one replaced every ``ssl_session_timeout``."""
+    made: dict[bytes, _TicketKey] = {}
+
+    def keys() -> list[_TicketKey]:
+        current, previous = zone.ticket_keys(lifetime, ssl_cache.now())
+        out = []
+        for data in (current, previous):
+            if data is not None:
+                key = made.get(data)
+                if key is None:
+                    if len(made) > 8:
+                        made.clear()
+                    key = made[data] = _TicketKey(data)
+                out.append(key)
+        return out
+
+    return keys
+
+
+def _ticket_key_callback(tls: OpenSSLContext, get_keys: Callable[[], list[_TicketKey]]) -> None:
+    """``ngx_ssl_session_ticket_key_callback``: tickets sealed with the first key,
+    opened with any of them."""
     digest = lib.EVP_sha256()
 
     def callback(ssl: Any, name: Any, iv: Any, ectx: Any, hctx: Any, enc: int) -> int:
+        keys = get_keys()
         if enc == 1:  # encrypt a new ticket with the first key
             key = keys[0]
             if lib.RAND_bytes(iv, 16) != 1:
@@ -510,8 +545,9 @@ def _ticket_keys(tls: OpenSSLContext, conf: ServerConf) -> None:
                 return -1
             ffi.memmove(name, key.name, 16)
             return 1
-        i = names.get(ffi.buffer(name, 16)[:])
-        if i is None:
+        wanted = ffi.buffer(name, 16)[:]
+        i = next((n for n, k in enumerate(keys) if k.name == wanted), -1)
+        if i < 0:
             return 0  # unknown key: a full handshake
         key = keys[i]
         if lib.HMAC_Init_ex(hctx, key.hmac, len(key.hmac), digest, NULL) != 1:
@@ -532,6 +568,53 @@ def _ticket_keys(tls: OpenSSLContext, conf: ServerConf) -> None:
     lib.SSL_CTX_callback_ctrl(
         tls.ctx, L.SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB, ffi.cast("void (*)(void)", cb)
     )
+
+
+def _shared_cache(tls: OpenSSLContext, zone: ssl_cache.Zone) -> None:
+    """The session callbacks of a shared cache (``ngx_ssl_new_session``,
+    ``ngx_ssl_get_cached_session``, ``ngx_ssl_remove_session``)."""
+    id_len = ffi.new("unsigned int *")
+
+    def session_id(sess: Any) -> bytes:
+        data = lib.SSL_SESSION_get_id(sess, id_len)
+        return bytes(ffi.buffer(data, id_len[0]))
+
+    def new_session(ssl: Any, sess: Any) -> int:
+        # a TLSv1.3 session is a ticket, unless tickets are off
+        if (
+            lib.SSL_version(ssl) == L.TLS1_3_VERSION
+            and not lib.SSL_get_options(ssl) & L.SSL_OP_NO_TICKET
+        ):
+            return 0
+        size = lib.i2d_SSL_SESSION(sess, NULL)
+        if size <= 0 or size > ssl_cache.MAX_SESSION:
+            return 0  # nginx does not cache too big a session
+        buf = ffi.new("unsigned char[]", size)
+        lib.i2d_SSL_SESSION(sess, ffi.new("unsigned char **", buf))
+        timeout = lib.SSL_CTX_get_timeout(lib.SSL_get_SSL_CTX(ssl))
+        zone.store(session_id(sess), bytes(ffi.buffer(buf, size)), ssl_cache.now() + timeout)
+        return 0  # OpenSSL keeps no reference for us
+
+    def get_session(_ssl: Any, sid: Any, sid_len: int, copy: Any) -> Any:
+        copy[0] = 0
+        der = zone.fetch(bytes(ffi.buffer(sid, sid_len)), ssl_cache.now())
+        if der is None:
+            return NULL
+        buf = ffi.new("unsigned char[]", der)
+        return lib.d2i_SSL_SESSION(NULL, ffi.new("const unsigned char **", buf), len(der))
+
+    def remove_session(_ctx: Any, sess: Any) -> None:
+        zone.remove(session_id(sess))
+
+    callbacks = (
+        ffi.callback("int (*)(SSL *, SSL_SESSION *)", new_session, error=0),
+        ffi.callback("SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *)", get_session),
+        ffi.callback("void (*)(SSL_CTX *, SSL_SESSION *)", remove_session),
+    )
+    tls.keep.extend(callbacks)
+    lib.SSL_CTX_sess_set_new_cb(tls.ctx, callbacks[0])
+    lib.SSL_CTX_sess_set_get_cb(tls.ctx, callbacks[1])
+    lib.SSL_CTX_sess_set_remove_cb(tls.ctx, callbacks[2])
 
 
 def optional_error(conf: ServerConf, code: int) -> bool:

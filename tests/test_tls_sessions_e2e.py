@@ -1,5 +1,7 @@
-"""``ssl_session_ticket_key`` end to end, with ``openssl s_client`` and, beside mailfront,
-Debian's nginx with the mail module reading the same key file and certificates.
+"""TLS session resumption across processes, end to end with ``openssl s_client``:
+``ssl_session_ticket_key`` (beside mailfront, Debian's nginx with the mail module reads
+the same key file and certificates), and ``ssl_session_cache shared:`` with several
+workers and across a reload.
 
 Tickets are sealed with the first key file's key and opened with any of them
 (``ngx_ssl_session_ticket_key_callback``): 80-byte keys are AES-256-CBC with a
@@ -199,3 +201,62 @@ def test_nginx_and_mailfront_open_each_other_s_tickets(
     assert resumes(env, tmp_path, version, p["a"], nginx_port)
     assert resumes(env, tmp_path, version, nginx_port, p["b_then_a"])
     assert not resumes(env, tmp_path, version, nginx_port, p["b"])
+
+
+# -- ssl_session_cache shared: -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workers(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A master with four workers: a shared cache with tickets off, and tickets sealed with
+    the zone's keys (no ssl_session_ticket_key)."""
+    folder = tmp_path_factory.mktemp("workers")
+    servers = {
+        "cache": "ssl_session_tickets off; ssl_session_cache shared:MAIL:1m;",
+        "zone_tickets": "ssl_session_cache shared:MAIL:1m;",
+    }
+    ports = {name: free_port() for name in servers}
+    pairs = " ".join(f"ssl_certificate {c.cert}; ssl_certificate_key {c.key};" for c in env.certs)
+    block = f"auth_http {HOST}:9/auth;\n{pairs}\n" + "\n".join(
+        f"server {{ listen {HOST}:{ports[name]} ssl; protocol imap; {lines} }}"
+        for name, lines in servers.items()
+    )
+    mf = Mailfront(folder, block, list(ports.values()), main="worker_processes 4;")
+    mf.conf.write_text(mf.conf.read_text().replace("master_process off;", "master_process on;"))
+    with mf:
+        yield Env(mf, env.pki, ports, env.keys, env.certs)
+
+
+def reload(mf: Mailfront) -> None:
+    """SIGHUP to the master; back once the new generation of workers is up."""
+    started = mf.log().count("start worker process")
+    mf.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while mf.log().count("start worker process") < started + 4:
+        assert time.monotonic() < deadline, mf.log()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_shared_cache_resumes_in_every_worker(workers: Env, tmp_path: Path, version: str) -> None:
+    """Tickets off: only the session id; every worker finds the session in the zone."""
+    port = workers.ports["cache"]
+    sess = str(tmp_path / "sess.pem")
+    assert s_client(workers, port, version, "-sess_out", sess) == "New"
+    for _ in range(12):  # the connections spread over the four workers
+        assert s_client(workers, port, version, "-sess_in", sess) == "Reused"
+
+
+def test_shared_zone_outlives_a_reload(workers: Env, tmp_path: Path) -> None:
+    """The zone, its sessions and its ticket keys, stay for the next configuration."""
+    cache = str(tmp_path / "cache.pem")
+    ticket = str(tmp_path / "ticket.pem")
+    assert s_client(workers, workers.ports["cache"], "-tls1_2", "-sess_out", cache) == "New"
+    assert s_client(workers, workers.ports["zone_tickets"], "-tls1_3", "-sess_out", ticket) == (
+        "New"
+    )
+    reload(workers.mf)
+    assert s_client(workers, workers.ports["cache"], "-tls1_2", "-sess_in", cache) == "Reused"
+    assert s_client(workers, workers.ports["zone_tickets"], "-tls1_3", "-sess_in", ticket) == (
+        "Reused"
+    )

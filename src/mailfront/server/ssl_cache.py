@@ -1,0 +1,216 @@
+"""``ssl_session_cache shared:NAME:SIZE``: TLS sessions in memory shared by the workers.
+
+nginx keeps the sessions of a shared cache in a slab zone with an rbtree and an
+expiry queue (``ngx_ssl_new_session``, ``ngx_ssl_get_cached_session``,
+``ngx_ssl_remove_session``).  Here a zone is a file of SIZE bytes mapped by
+every process (made by the master before it forks, unlinked at once, kept
+across reloads while a server names it with the same size):
+
+* a header: the write position, the sequence number of the last entry, and the
+  session ticket keys nginx keeps in a shared zone when no
+  ``ssl_session_ticket_key`` is given;
+* an index of ``SIZE // 256`` slots (nginx's "about 4000 sessions per
+  megabyte"), four to a bucket, each the hash of a session id, the entry's
+  offset and sequence number;
+* a ring of entries (the session id, its expiry time, the session's DER), each
+  written after the last, so the oldest is overwritten first, as nginx drops
+  the oldest session when its zone is full.
+
+An index slot is only believed when the entry at its offset carries the same
+sequence number and session id, so an entry overwritten by the ring is a miss,
+never a wrong session.  The processes take turns with a POSIX record lock on
+the zone's file, which the kernel lets go if a worker dies holding it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import time
+
+ENTRY_ALIGN = 16
+MAX_SESSION = 4096  # NGX_SSL_MAX_SESSION_SIZE: bigger sessions are not cached
+SLOT_BYTES = 256  # one index slot per 256 bytes of zone
+WAYS = 4
+
+_HEADER = struct.Struct("<8sQQQ")  # magic, write position, last sequence, keys' epoch
+_KEY = struct.Struct("<d80s")  # created (time), 80 bytes: name, HMAC key, AES key
+_SLOT = struct.Struct("<QII")  # id hash, offset + 1 (0: empty), sequence (low 32 bits)
+_ENTRY = struct.Struct("<QdHH")  # sequence, expire time, id length, DER length
+MAGIC = b"mfscache"
+KEYS_AT = _HEADER.size
+INDEX_AT = 256  # the header and two ticket keys fit below
+
+
+class Zone:
+    """One shared zone; see the module's docstring."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix=f"mailfront-ssl-{name}-", dir=folder)
+        os.unlink(path)
+        os.ftruncate(fd, size)
+        self.fd = fd
+        self.map = mmap.mmap(fd, size)
+        self.buckets = max(1, (size // SLOT_BYTES) // WAYS)
+        self.ring_at = INDEX_AT + self.buckets * WAYS * _SLOT.size
+        self.ring_size = size - self.ring_at
+        if self.ring_size < 2 * (MAX_SESSION + 64):
+            raise ValueError(f'session cache "{name}" is too small')
+        _HEADER.pack_into(self.map, 0, MAGIC, 0, 0, 0)
+
+    # -- locking ---------------------------------------------------------------
+
+    def lock(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    # -- sessions --------------------------------------------------------------
+
+    @staticmethod
+    def _hash(session_id: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(session_id, digest_size=8).digest(), "little")
+
+    def _bucket(self, h: int) -> int:
+        return INDEX_AT + (h % self.buckets) * WAYS * _SLOT.size
+
+    def store(self, session_id: bytes, der: bytes, expire: float) -> bool:
+        """``ngx_ssl_new_session``: keep a session under its id until ``expire``."""
+        if len(der) > MAX_SESSION or not session_id or len(session_id) > 32:
+            return False
+        size = _ENTRY.size + len(session_id) + len(der)
+        size += -size % ENTRY_ALIGN
+        h = self._hash(session_id)
+        m = self.map
+        self.lock()
+        try:
+            _, pos, seq, epoch = _HEADER.unpack_from(m, 0)
+            if pos + size > self.ring_size:
+                pos = 0
+            seq += 1
+            at = self.ring_at + pos
+            _ENTRY.pack_into(m, at, seq, expire, len(session_id), len(der))
+            body = at + _ENTRY.size
+            m[body : body + len(session_id)] = session_id
+            m[body + len(session_id) : body + len(session_id) + len(der)] = der
+            _HEADER.pack_into(m, 0, MAGIC, pos + size, seq, epoch)
+            # the slot of this id, else an empty one, else the oldest of the bucket
+            bucket = self._bucket(h)
+            victim, oldest = bucket, None
+            for way in range(WAYS):
+                slot = bucket + way * _SLOT.size
+                sh, off, sseq = _SLOT.unpack_from(m, slot)
+                if off == 0 or sh == h:
+                    victim = slot
+                    break
+                age = (seq - sseq) & 0xFFFFFFFF
+                if oldest is None or age > oldest:
+                    victim, oldest = slot, age
+            _SLOT.pack_into(m, victim, h, pos + 1, seq & 0xFFFFFFFF)
+        finally:
+            self.unlock()
+        return True
+
+    def _find(self, session_id: bytes, h: int) -> tuple[int, int] | None:
+        """(slot, entry offset) of a live entry with this id (under the lock)."""
+        m = self.map
+        bucket = self._bucket(h)
+        for way in range(WAYS):
+            slot = bucket + way * _SLOT.size
+            sh, off, sseq = _SLOT.unpack_from(m, slot)
+            if off == 0 or sh != h:
+                continue
+            at = self.ring_at + off - 1
+            if at + _ENTRY.size > self.size:
+                continue
+            seq, _expire, id_len, der_len = _ENTRY.unpack_from(m, at)
+            body = at + _ENTRY.size
+            if (
+                seq & 0xFFFFFFFF == sseq
+                and id_len == len(session_id)
+                and body + id_len + der_len <= self.size
+                and m[body : body + id_len] == session_id
+            ):
+                return slot, at
+        return None
+
+    def fetch(self, session_id: bytes, now: float) -> bytes | None:
+        """``ngx_ssl_get_cached_session``: the DER of a live session, or None (an
+        expired one is dropped)."""
+        h = self._hash(session_id)
+        m = self.map
+        self.lock()
+        try:
+            found = self._find(session_id, h)
+            if found is None:
+                return None
+            slot, at = found
+            _, expire, id_len, der_len = _ENTRY.unpack_from(m, at)
+            if expire <= now:
+                _SLOT.pack_into(m, slot, 0, 0, 0)
+                return None
+            body = at + _ENTRY.size + id_len
+            return bytes(m[body : body + der_len])
+        finally:
+            self.unlock()
+
+    def remove(self, session_id: bytes) -> None:
+        """``ngx_ssl_remove_session``."""
+        h = self._hash(session_id)
+        self.lock()
+        try:
+            found = self._find(session_id, h)
+            if found is not None:
+                _SLOT.pack_into(self.map, found[0], 0, 0, 0)
+        finally:
+            self.unlock()
+
+    # -- ticket keys (nginx's automatic keys of a shared zone) --------------------
+
+    def ticket_keys(self, lifetime: float, now: float) -> tuple[bytes, bytes | None]:
+        """(the key that seals, the previous one or None), each 80 bytes.
+
+        The sealing key is replaced once it is ``lifetime`` old (the session
+        timeout); the one it replaces still opens tickets for as long, so a
+        ticket can be used for its whole lifetime.
+        """
+        m = self.map
+        self.lock()
+        try:
+            created, current = _KEY.unpack_from(m, KEYS_AT)
+            _, previous = _KEY.unpack_from(m, KEYS_AT + _KEY.size)
+            if created == 0 or now - created >= lifetime:
+                previous = current if created else bytes(80)
+                current = os.urandom(80)
+                _KEY.pack_into(m, KEYS_AT + _KEY.size, created, previous)
+                _KEY.pack_into(m, KEYS_AT, now, current)
+            return current, (previous if any(previous) else None)
+        finally:
+            self.unlock()
+
+
+_ZONES: dict[tuple[str, int], Zone] = {}
+
+
+def zone(name: str, size: int) -> Zone:
+    """The zone ``name`` of ``size`` bytes: the one made before (by an earlier
+    configuration of this process, so a reload keeps the sessions) or a new one."""
+    z = _ZONES.get((name, size))
+    if z is None:
+        z = _ZONES[(name, size)] = Zone(name, size)
+    return z
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["MAX_SESSION", "Zone", "now", "zone"]
