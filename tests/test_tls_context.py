@@ -21,6 +21,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import gc
 import hashlib
 import io
 import os
@@ -184,6 +185,8 @@ class Result:
     received: bytes = b""  # what the client read after the handshake, to the close
     server_cert: bytes | None = None  # the certificate the client was shown
     session: ssl.SSLSession | None = None
+    # the server's end: its close_notify after HELLO, or (True) an abort, as after a timeout
+    server_aborts: bool = False
 
     @property
     def ok(self) -> bool:
@@ -234,6 +237,10 @@ class OneSession(asyncio.Protocol):
             out.reused = facts.session_reused
             out.rejection = tls.check_client_cert(facts, self.server)
             out.info = tls.ssl_info(facts, self.server)
+            if out.server_aborts:  # the last flight and a greeting go out, then the abort
+                self.tls.write(HELLO)
+                self.tls.abort()
+                return
             if out.rejection is None:
                 self.tls.write(HELLO)
             else:
@@ -276,19 +283,22 @@ def handshake(
     server: ServerConf,
     client: ssl.SSLContext,
     session: ssl.SSLSession | None = None,
+    server_aborts: bool = False,
 ) -> Result:
     """One TLS session over a socketpair: the server in a thread, the client here."""
     a, b = socket.socketpair()
     b.settimeout(10)
-    out = Result()
+    out = Result(server_aborts=server_aborts)
     thread = threading.Thread(target=serve, args=(a, ctx, server, out))
     thread.start()
     try:
         c = client.wrap_socket(b, server_hostname="mail.test", session=session)
+        # TLSv1.2's session and the certificate, before an end that may be abrupt
+        out.session = c.session
+        out.server_cert = c.getpeercert(binary_form=True)
         try:
             # a TLSv1.3 client learns of a refusal here, after its handshake
             out.received = read_to_close(c)
-            out.server_cert = c.getpeercert(binary_form=True)
             out.session = c.session
         finally:
             c.close()
@@ -1220,6 +1230,23 @@ def test_shared_session_cache(tmp_path: Path, pki: Pki, ecdsa: Issued, versions:
     assert libssl.ctx_ctrl(e.ctx, libssl.SSL_CTRL_GET_SESS_CACHE_MODE) == (
         libssl.SSL_SESS_CACHE_SERVER
     )
+
+
+@pytest.mark.parametrize("cache", ["builtin", "shared:ENDS:1m"])
+def test_session_stays_after_an_end_without_close_notify(
+    tmp_path: Path, pki: Pki, ecdsa: Issued, cache: str
+) -> None:
+    """A session that ends without the server's close_notify (a timeout, an error, the
+    client's close) stays in the cache once its connection is freed: nginx's
+    ngx_ssl_shutdown marks it shut down both ways; otherwise SSL_free takes the session
+    out of the caches."""
+    lines = certs(ecdsa) + f" ssl_session_tickets off; ssl_session_cache {cache};"
+    ctx, server = server_ctx(tmp_path, lines)
+    client = client_ctx(pki, versions=TLS12)
+    first = handshake(ctx, server, client, server_aborts=True)
+    assert first.server_error is None and first.session is not None
+    gc.collect()  # the server's SSL is freed now
+    assert handshake(ctx, server, client, session=first.session).reused
 
 
 def test_shared_zone_keeps_ticket_keys(tmp_path: Path, pki: Pki, ecdsa: Issued) -> None:

@@ -273,6 +273,10 @@ def build_ssl_contexts(config: conf.Config) -> dict[int, object]:
     servers = [s for s in (config.mail.servers if config.mail else ()) if tls_enabled(s)]
     if not servers:
         return {}
+    # what the workers import for their first TLS session, loaded here, before the fork:
+    # a worker that runs as "user" may not be able to read Python's library (root's)
+    import mailfront.server.tls
+    import mailfront.server.tls_transport  # noqa: F401
     from mailfront.server.tls_openssl import make_context
 
     return {id(s): make_context(s, s.protocol.value) for s in servers}

@@ -115,6 +115,8 @@ void X509_free(X509 *a);
 void X509_CRL_free(X509_CRL *a);
 void EVP_PKEY_free(EVP_PKEY *pkey);
 int i2d_X509(X509 *a, unsigned char **out);
+X509_NAME *X509_get_subject_name(const X509 *x);
+int i2d_X509_NAME(const X509_NAME *a, unsigned char **out);
 int X509_STORE_add_cert(X509_STORE *ctx, X509 *x);
 int X509_STORE_add_crl(X509_STORE *ctx, X509_CRL *x);
 int X509_STORE_set_flags(X509_STORE *ctx, unsigned long flags);
@@ -122,6 +124,7 @@ int X509_STORE_set_flags(X509_STORE *ctx, unsigned long flags);
 /* connections */
 SSL *SSL_new(SSL_CTX *ctx);
 void SSL_free(SSL *ssl);
+void SSL_set_shutdown(SSL *ssl, int mode);
 const BIO_METHOD *BIO_s_mem(void);
 BIO *BIO_new(const BIO_METHOD *type);
 long BIO_ctrl(BIO *bp, int cmd, long larg, void *parg);
@@ -253,6 +256,8 @@ SSL_CONF_FLAG_CERTIFICATE = 0x20
 X509_V_FLAG_CRL_CHECK = 0x4
 X509_V_FLAG_CRL_CHECK_ALL = 0x8
 ERR_TXT_STRING = 0x2
+SSL_SENT_SHUTDOWN = 1
+SSL_RECEIVED_SHUTDOWN = 2
 OPENSSL_VERSION = 0  # OpenSSL_version(): the "OpenSSL 3.0.x  date" text
 
 # ERR_GET_LIB / ERR_GET_REASON of OpenSSL 3 (err.h)
@@ -362,6 +367,16 @@ def verify_error_text(code: int) -> str:
 
 def ctx_ctrl(ctx: Any, cmd: int, larg: int = 0, parg: Any = NULL) -> int:
     return int(lib.SSL_CTX_ctrl(ctx, cmd, larg, parg))
+
+
+def name_der(name: Any) -> bytes:
+    """``i2d_X509_NAME``: a name's DER, as OpenSSL holds it (what X509_NAME_digest hashes)."""
+    size = lib.i2d_X509_NAME(name, NULL)
+    if size <= 0:
+        raise error()
+    buf = ffi.new("unsigned char[]", size)
+    lib.i2d_X509_NAME(name, ffi.new("unsigned char **", buf))
+    return bytes(ffi.buffer(buf, size))
 
 
 def der_of(x509: Any) -> bytes:

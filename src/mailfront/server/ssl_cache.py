@@ -2,13 +2,15 @@
 
 nginx keeps the sessions of a shared cache in a slab zone with an rbtree and an
 expiry queue (``ngx_ssl_new_session``, ``ngx_ssl_get_cached_session``,
-``ngx_ssl_remove_session``).  Here a zone is a file of SIZE bytes mapped by
-every process (made by the master before it forks, unlinked at once, kept
-across reloads while a server names it with the same size):
+``ngx_ssl_remove_session``).  Here a zone is SIZE bytes of shared anonymous
+memory (``MAP_SHARED|MAP_ANONYMOUS``, as nginx's zones), mapped by the master
+before it forks, so every worker has it, and kept across reloads while a
+server names it with the same size:
 
 * a header: the write position, the sequence number of the last entry, and the
   session ticket keys nginx keeps in a shared zone when no
-  ``ssl_session_ticket_key`` is given;
+  ``ssl_session_ticket_key`` is given (the sealing key and up to three older
+  ones, each with the time until which a ticket it sealed may come back);
 * an index of ``SIZE // 256`` slots (nginx's "about 4000 sessions per
   megabyte"), four to a bucket, each the hash of a session id, the entry's
   offset and sequence number;
@@ -19,7 +21,8 @@ across reloads while a server names it with the same size):
 An index slot is only believed when the entry at its offset carries the same
 sequence number and session id, so an entry overwritten by the ring is a miss,
 never a wrong session.  The processes take turns with a POSIX record lock on
-the zone's file, which the kernel lets go if a worker dies holding it.
+a file of the zone's (empty, unlinked at once), which the kernel lets go if a
+worker dies holding it.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ MAX_SESSION = 4096  # NGX_SSL_MAX_SESSION_SIZE: bigger sessions are not cached
 SLOT_BYTES = 256  # one index slot per 256 bytes of zone
 WAYS = 4
 
-_HEADER = struct.Struct("<8sQQQ")  # magic, write position, last sequence, keys' epoch
-_KEY = struct.Struct("<d80s")  # created (time), 80 bytes: name, HMAC key, AES key
-_SLOT = struct.Struct("<QII")  # id hash, offset + 1 (0: empty), sequence (low 32 bits)
+_HEADER = struct.Struct("<8sQQQ")  # magic, write position, last sequence, (unused)
+# created, usable until (a ticket it sealed may come back till then), 80 bytes:
+# name, HMAC key, AES key (nginx's layout of an 80-byte key)
+_KEY = struct.Struct("<dd80s")
+KEYS = 4  # the sealing key, then older ones that still open tickets
+_SLOT = struct.Struct("<QQI")  # id hash, offset + 1 (0: empty), sequence (low 32 bits)
 _ENTRY = struct.Struct("<QdHH")  # sequence, expire time, id length, DER length
 MAGIC = b"mfscache"
 KEYS_AT = _HEADER.size
-INDEX_AT = 256  # the header and two ticket keys fit below
+INDEX_AT = 512  # the header and the ticket keys fit below
 
 
 class Zone:
@@ -52,18 +58,20 @@ class Zone:
     def __init__(self, name: str, size: int) -> None:
         self.name = name
         self.size = size
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, path = tempfile.mkstemp(prefix=f"mailfront-ssl-{name}-", dir=folder)
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        fd, path = tempfile.mkstemp(prefix=f"mailfront-ssl-{name}-")
         os.unlink(path)
-        os.ftruncate(fd, size)
-        self.fd = fd
-        self.map = mmap.mmap(fd, size)
+        self.fd = fd  # only for the lock
         self.buckets = max(1, (size // SLOT_BYTES) // WAYS)
         self.ring_at = INDEX_AT + self.buckets * WAYS * _SLOT.size
         self.ring_size = size - self.ring_at
-        if self.ring_size < 2 * (MAX_SESSION + 64):
-            raise ValueError(f'session cache "{name}" is too small')
+        assert self.ring_size >= 2 * (MAX_SESSION + 64), size  # the parser wants 8 pages
         _HEADER.pack_into(self.map, 0, MAGIC, 0, 0, 0)
+
+    def close(self) -> None:
+        """Unmap the zone (the workers forked with it keep their mapping)."""
+        self.map.close()
+        os.close(self.fd)
 
     # -- locking ---------------------------------------------------------------
 
@@ -175,24 +183,29 @@ class Zone:
 
     # -- ticket keys (nginx's automatic keys of a shared zone) --------------------
 
-    def ticket_keys(self, lifetime: float, now: float) -> tuple[bytes, bytes | None]:
-        """(the key that seals, the previous one or None), each 80 bytes.
+    def ticket_keys(self, lifetime: float, now: float, seal: bool) -> list[bytes]:
+        """The keys that open tickets, the one that seals first, each 80 bytes.
 
         The sealing key is replaced once it is ``lifetime`` old (the session
-        timeout); the one it replaces still opens tickets for as long, so a
-        ticket can be used for its whole lifetime.
+        timeout of the server asking); the keys before it stay while a ticket
+        they sealed may still come back (each sealing pushes that time to at
+        least ``now + lifetime``), three at most.
         """
         m = self.map
         self.lock()
         try:
-            created, current = _KEY.unpack_from(m, KEYS_AT)
-            _, previous = _KEY.unpack_from(m, KEYS_AT + _KEY.size)
-            if created == 0 or now - created >= lifetime:
-                previous = current if created else bytes(80)
-                current = os.urandom(80)
-                _KEY.pack_into(m, KEYS_AT + _KEY.size, created, previous)
-                _KEY.pack_into(m, KEYS_AT, now, current)
-            return current, (previous if any(previous) else None)
+            keys = [list(_KEY.unpack_from(m, KEYS_AT + i * _KEY.size)) for i in range(KEYS)]
+            current = keys[0]
+            if seal and (current[0] == 0 or now - current[0] >= lifetime):
+                keys = [[now, now + lifetime, os.urandom(80)], *keys[: KEYS - 1]]
+                current = keys[0]
+            elif current[0] == 0:
+                return []  # no ticket sealed yet: nothing opens one
+            if seal:
+                current[1] = max(current[1], now + lifetime)
+            for i, key in enumerate(keys):
+                _KEY.pack_into(m, KEYS_AT + i * _KEY.size, *key)
+            return [current[2]] + [k[2] for k in keys[1:] if k[0] and k[1] > now]
         finally:
             self.unlock()
 

@@ -27,8 +27,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-
 from mailfront.conf.errors import ConfError
 from mailfront.conf.model import ServerConf, VerifyClient
 from mailfront.conf.tls_support import (
@@ -82,13 +80,12 @@ def ssl_error_text(e: BaseException, first: bool = False) -> str:
 class OpenSSLContext:
     """One ``server{}``'s SSL context (``SSL_CTX``), and what a handshake on it needs."""
 
-    __slots__ = ("alpn", "conf", "ctx", "keep")
+    __slots__ = ("alpn", "conf", "ctx")
 
     def __init__(self, ctx: Any, conf: ServerConf, alpn: bytes) -> None:
         self.ctx = ctx
         self.conf = conf
         self.alpn = alpn
-        self.keep: list[Any] = []  # callbacks and buffers OpenSSL points at
 
     def connection(self) -> tuple[Any, Any, Any]:
         """A server-side ``SSL`` between two memory BIOs: (ssl, incoming, outgoing)."""
@@ -97,6 +94,12 @@ class OpenSSLContext:
             raise L.error()
         rbio = lib.BIO_new(_MEM)
         wbio = lib.BIO_new(_MEM)
+        if rbio == NULL or wbio == NULL:
+            for bio in (rbio, wbio):
+                if bio != NULL:
+                    lib.BIO_free(bio)
+            lib.SSL_free(ssl)
+            raise L.error()
         lib.SSL_set_bio(ssl, rbio, wbio)  # the SSL owns and frees them
         lib.SSL_set_accept_state(ssl)
         return ffi.gc(ssl, lib.SSL_free), rbio, wbio
@@ -147,6 +150,10 @@ def _alpn_callback(alpn: bytes) -> Any:
 
 # one callback per protocol id, alive as long as the process (the contexts point at them)
 _ALPN_CALLBACKS: dict[bytes, Any] = {}
+# the callbacks of each context (ticket keys, a shared cache), never freed: an SSL_CTX
+# outlives the Python object that made it (its connections hold it, and OpenSSL calls
+# the session callbacks as late as SSL_free / SSL_CTX_free)
+_KEEP: list[Any] = []
 
 
 def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
@@ -263,7 +270,7 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     # ngx_ssl_session_ticket_keys: the files' keys, else those of the shared zone
     if conf.ssl_session_ticket_key:
         keys = [_read_ticket_key(path, conf) for path in conf.ssl_session_ticket_key]
-        _ticket_key_callback(tls, lambda: keys)
+        _ticket_key_callback(tls, lambda _seal: keys)
     elif zone is not None:
         _ticket_key_callback(tls, _zone_keys(zone, conf.ssl_session_timeout))
 
@@ -357,17 +364,20 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
         if extra == NULL:
             if _end_of_file():
                 break
+            for c in chain:
+                lib.X509_free(c)
             raise ConfError(
                 f'cannot load certificate "{cert}": PEM_read_bio_X509() failed{L.queue_text()}'
             )
         chain.append(extra)
     if not lib.SSL_CTX_use_certificate(ctx, leaf):
-        for extra in chain:
-            lib.X509_free(extra)
+        for c in chain:
+            lib.X509_free(c)
         raise ConfError(f'SSL_CTX_use_certificate("{cert}") failed{L.queue_text()}')
-    for extra in chain:  # SSL_CTX_add0_chain_cert: the context takes each one
+    for k, extra in enumerate(chain):  # SSL_CTX_add0_chain_cert: the context takes each one
         if not _ctrl(ctx, L.SSL_CTRL_CHAIN_CERT, 0, extra):
-            lib.X509_free(extra)
+            for c in chain[k:]:
+                lib.X509_free(c)
             raise ConfError(f'SSL_CTX_set0_chain("{cert}") failed{L.queue_text()}')
 
     key_bio = _open(key, "certificate key")
@@ -414,7 +424,7 @@ def _load_cas(ctx: Any, path: str, names: bool) -> list[bytes]:
             if lib.X509_STORE_add_cert(store, ca) != 1:
                 raise ConfError(f'X509_STORE_add_cert("{path}") failed{L.queue_text()}')
             if names:
-                subject = x509.load_der_x509_certificate(L.der_of(ca)).subject.public_bytes()
+                subject = L.name_der(lib.X509_get_subject_name(ca))
                 if subject not in seen:
                     seen.append(subject)
                     lib.SSL_CTX_add_client_CA(ctx, ca)
@@ -507,34 +517,32 @@ def _read_ticket_key(path: str, conf: ServerConf) -> _TicketKey:
     return _TicketKey(data)
 
 
-def _zone_keys(zone: ssl_cache.Zone, lifetime: float) -> Callable[[], list[_TicketKey]]:
+def _zone_keys(zone: ssl_cache.Zone, lifetime: float) -> Callable[[bool], list[_TicketKey]]:
     """nginx's automatic ticket keys of a shared zone: the same in every worker and
     across reloads, the sealing one replaced every ``ssl_session_timeout``."""
     made: dict[bytes, _TicketKey] = {}
 
-    def keys() -> list[_TicketKey]:
-        current, previous = zone.ticket_keys(lifetime, ssl_cache.now())
+    def keys(seal: bool) -> list[_TicketKey]:
         out = []
-        for data in (current, previous):
-            if data is not None:
-                key = made.get(data)
-                if key is None:
-                    if len(made) > 8:
-                        made.clear()
-                    key = made[data] = _TicketKey(data)
-                out.append(key)
+        for data in zone.ticket_keys(lifetime, ssl_cache.now(), seal):
+            key = made.get(data)
+            if key is None:
+                if len(made) > 16:
+                    made.clear()
+                key = made[data] = _TicketKey(data)
+            out.append(key)
         return out
 
     return keys
 
 
-def _ticket_key_callback(tls: OpenSSLContext, get_keys: Callable[[], list[_TicketKey]]) -> None:
+def _ticket_key_callback(tls: OpenSSLContext, get_keys: Callable[[bool], list[_TicketKey]]) -> None:
     """``ngx_ssl_session_ticket_key_callback``: tickets sealed with the first key,
     opened with any of them."""
     digest = lib.EVP_sha256()
 
     def callback(ssl: Any, name: Any, iv: Any, ectx: Any, hctx: Any, enc: int) -> int:
-        keys = get_keys()
+        keys = get_keys(enc == 1)
         if enc == 1:  # encrypt a new ticket with the first key
             key = keys[0]
             if lib.RAND_bytes(iv, 16) != 1:
@@ -564,7 +572,7 @@ def _ticket_key_callback(tls: OpenSSLContext, get_keys: Callable[[], list[_Ticke
         callback,
         error=-1,
     )
-    tls.keep.append(cb)
+    _KEEP.append(cb)
     lib.SSL_CTX_callback_ctrl(
         tls.ctx, L.SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB, ffi.cast("void (*)(void)", cb)
     )
@@ -601,7 +609,11 @@ def _shared_cache(tls: OpenSSLContext, zone: ssl_cache.Zone) -> None:
         if der is None:
             return NULL
         buf = ffi.new("unsigned char[]", der)
-        return lib.d2i_SSL_SESSION(NULL, ffi.new("const unsigned char **", buf), len(der))
+        sess = lib.d2i_SSL_SESSION(NULL, ffi.new("const unsigned char **", buf), len(der))
+        if sess == NULL:  # not a session after all: a full handshake, and no error left
+            lib.ERR_clear_error()
+            zone.remove(bytes(ffi.buffer(sid, sid_len)))
+        return sess
 
     def remove_session(_ctx: Any, sess: Any) -> None:
         zone.remove(session_id(sess))
@@ -611,7 +623,7 @@ def _shared_cache(tls: OpenSSLContext, zone: ssl_cache.Zone) -> None:
         ffi.callback("SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *)", get_session),
         ffi.callback("void (*)(SSL_CTX *, SSL_SESSION *)", remove_session),
     )
-    tls.keep.extend(callbacks)
+    _KEEP.extend(callbacks)
     lib.SSL_CTX_sess_set_new_cb(tls.ctx, callbacks[0])
     lib.SSL_CTX_sess_set_get_cb(tls.ctx, callbacks[1])
     lib.SSL_CTX_sess_set_remove_cb(tls.ctx, callbacks[2])

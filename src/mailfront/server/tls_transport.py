@@ -68,8 +68,8 @@ class _Buffer:
     @classmethod
     def at_least(cls, size: int) -> Any:
         if size > cls.size:
-            cls.size = size
-            cls.data = ffi.new("char[]", size)
+            data = ffi.new("char[]", size)
+            cls.data, cls.size = data, size
         return cls.data
 
 
@@ -213,6 +213,7 @@ class TLSTransport(asyncio.Transport):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._quiet()
         if self._handshaking and self._on_handshake is not None:
             # a reset in the handshake: nginx's "peer closed connection in SSL handshake"
             self._handshake_done(exc if exc is not None else ConnectionResetError())
@@ -269,12 +270,22 @@ class TLSTransport(asyncio.Transport):
             if lib.SSL_shutdown(self._ssl) < 0:
                 L.drain()
             self._flush()
+        else:
+            self._quiet()
         self._raw.close()
 
     def abort(self) -> None:
         self._closing = True
         self._on_handshake = None
+        self._quiet()
         self._raw.abort()
+
+    def _quiet(self) -> None:
+        """An end without our close_notify (the client ended first, a timeout, an error):
+        as ``ngx_ssl_shutdown`` (``SSL_set_shutdown`` both ways), so that ``SSL_free``
+        does not take the session out of the caches, where nginx keeps it."""
+        if not self._handshaking:
+            lib.SSL_set_shutdown(self._ssl, L.SSL_SENT_SHUTDOWN | L.SSL_RECEIVED_SHUTDOWN)
 
     def is_closing(self) -> bool:
         return self._closing or self._raw.is_closing()
