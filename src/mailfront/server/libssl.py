@@ -369,24 +369,24 @@ def ctx_ctrl(ctx: Any, cmd: int, larg: int = 0, parg: Any = NULL) -> int:
     return int(lib.SSL_CTX_ctrl(ctx, cmd, larg, parg))
 
 
-def name_der(name: Any) -> bytes:
-    """``i2d_X509_NAME``: a name's DER, as OpenSSL holds it (what X509_NAME_digest hashes)."""
-    size = lib.i2d_X509_NAME(name, NULL)
+def i2d(encode: Any, obj: Any) -> bytes:
+    """The DER of ``obj`` by one of OpenSSL's ``i2d_*`` functions."""
+    size = encode(obj, NULL)
     if size <= 0:
         raise error()
     buf = ffi.new("unsigned char[]", size)
-    lib.i2d_X509_NAME(name, ffi.new("unsigned char **", buf))
+    encode(obj, ffi.new("unsigned char **", buf))
     return bytes(ffi.buffer(buf, size))
+
+
+def name_der(name: Any) -> bytes:
+    """``i2d_X509_NAME``: a name's DER, as OpenSSL holds it (what X509_NAME_digest hashes)."""
+    return i2d(lib.i2d_X509_NAME, name)
 
 
 def der_of(x509: Any) -> bytes:
     """``i2d_X509``: a certificate's DER."""
-    size = lib.i2d_X509(x509, NULL)
-    if size <= 0:
-        raise error()
-    buf = ffi.new("unsigned char[]", size)
-    lib.i2d_X509(x509, ffi.new("unsigned char **", buf))
-    return bytes(ffi.buffer(buf, size))
+    return i2d(lib.i2d_X509, x509)
 
 
 __all__ = ["Error", "error", "ffi", "lib", "queue_text", "verify_error_text"]

@@ -348,6 +348,22 @@ def _end_of_file() -> bool:
     return False
 
 
+def _pem_objects(bio: Any, read: Any, free: Any, failed: str, required: bool = True) -> list[Any]:
+    """Every object ``read`` (a ``PEM_read_bio_*``) finds up to the end of the file, at
+    least one if ``required``; else ``failed`` with OpenSSL's error, nothing leaked."""
+    objs: list[Any] = []
+    while True:
+        obj = read(bio, NULL, NULL, NULL)
+        if obj != NULL:
+            objs.append(obj)
+            continue
+        if (objs or not required) and _end_of_file():
+            return objs
+        for o in objs:
+            free(o)
+        raise ConfError(failed + L.queue_text())
+
+
 def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
     """``ngx_ssl_certificate``: the certificate of ``cert`` and the chain after it, then
     ``key``, each password in turn.  Returns the leaf's DER, for the session id context."""
@@ -358,18 +374,13 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
             f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed{L.queue_text()}'
         )
     leaf = ffi.gc(leaf, lib.X509_free)
-    chain: list[Any] = []
-    while True:
-        extra = lib.PEM_read_bio_X509(bio, NULL, NULL, NULL)
-        if extra == NULL:
-            if _end_of_file():
-                break
-            for c in chain:
-                lib.X509_free(c)
-            raise ConfError(
-                f'cannot load certificate "{cert}": PEM_read_bio_X509() failed{L.queue_text()}'
-            )
-        chain.append(extra)
+    chain = _pem_objects(
+        bio,
+        lib.PEM_read_bio_X509,
+        lib.X509_free,
+        f'cannot load certificate "{cert}": PEM_read_bio_X509() failed',
+        required=False,
+    )
     if not lib.SSL_CTX_use_certificate(ctx, leaf):
         for c in chain:
             lib.X509_free(c)
@@ -404,19 +415,12 @@ def _load_cas(ctx: Any, path: str, names: bool) -> list[bytes]:
     """``ngx_ssl_client_certificate`` / ``ngx_ssl_trusted_certificate``: the certificates
     of ``path`` into the verify store; with ``names``, their subjects (each once, in the
     file's order) are the CA names sent to the client, and returned (DER)."""
-    bio = _open(path, "certificate")
-    cas: list[Any] = []
-    while True:
-        ca = lib.PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)
-        if ca == NULL:
-            if cas and _end_of_file():
-                break
-            for c in cas:
-                lib.X509_free(c)
-            raise ConfError(
-                f'cannot load certificate "{path}": PEM_read_bio_X509_AUX() failed' + L.queue_text()
-            )
-        cas.append(ca)
+    cas = _pem_objects(
+        _open(path, "certificate"),
+        lib.PEM_read_bio_X509_AUX,
+        lib.X509_free,
+        f'cannot load certificate "{path}": PEM_read_bio_X509_AUX() failed',
+    )
     store = lib.SSL_CTX_get_cert_store(ctx)
     seen: list[bytes] = []
     try:
@@ -436,19 +440,12 @@ def _load_cas(ctx: Any, path: str, names: bool) -> list[bytes]:
 
 def _load_crl(ctx: Any, path: str) -> None:
     """``ngx_ssl_crl``: the CRLs of ``path`` into the verify store, checked for the whole chain."""
-    bio = _open(path, "CRL")
-    crls: list[Any] = []
-    while True:
-        crl = lib.PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)
-        if crl == NULL:
-            if crls and _end_of_file():
-                break
-            for c in crls:
-                lib.X509_CRL_free(c)
-            raise ConfError(
-                f'cannot load CRL "{path}": PEM_read_bio_X509_CRL() failed{L.queue_text()}'
-            )
-        crls.append(crl)
+    crls = _pem_objects(
+        _open(path, "CRL"),
+        lib.PEM_read_bio_X509_CRL,
+        lib.X509_CRL_free,
+        f'cannot load CRL "{path}": PEM_read_bio_X509_CRL() failed',
+    )
     store = lib.SSL_CTX_get_cert_store(ctx)
     try:
         for crl in crls:
@@ -597,10 +594,9 @@ def _shared_cache(tls: OpenSSLContext, zone: ssl_cache.Zone) -> None:
         size = lib.i2d_SSL_SESSION(sess, NULL)
         if size <= 0 or size > ssl_cache.MAX_SESSION:
             return 0  # nginx does not cache too big a session
-        buf = ffi.new("unsigned char[]", size)
-        lib.i2d_SSL_SESSION(sess, ffi.new("unsigned char **", buf))
         timeout = lib.SSL_CTX_get_timeout(lib.SSL_get_SSL_CTX(ssl))
-        zone.store(session_id(sess), bytes(ffi.buffer(buf, size)), ssl_cache.now() + timeout)
+        der = L.i2d(lib.i2d_SSL_SESSION, sess)
+        zone.store(session_id(sess), der, ssl_cache.now() + timeout)
         return 0  # OpenSSL keeps no reference for us
 
     def get_session(_ssl: Any, sid: Any, sid_len: int, copy: Any) -> Any:
