@@ -1,19 +1,18 @@
-"""Which ``ssl_*`` settings of a server the TLS engine can honour (pure, no ssl import).
+"""What the TLS engine reads of a server's ``ssl_*`` settings (pure, no ssl import).
 
 nginx builds one ``SSL_CTX`` per ``server{}`` that uses TLS (``listen ... ssl``
-or ``starttls on|only``) and applies every ``ssl_*`` directive to it.
-mailfront's TLS engine is the system's OpenSSL over memory BIOs
-(``mailfront.server.tls_openssl``).  What it cannot do (see ``docs/tls.md``)
-is refused here, at ``-t``, with a clear message, never accepted and silently
-ignored.  Settings of a server without TLS are not looked at, as nginx does
-not look at them either (it creates no ``SSL_CTX``).
+or ``starttls on|only``) and applies every ``ssl_*`` directive to it;
+mailfront's engine (``mailfront.server.tls_openssl``) does the same.  Settings
+of a server without TLS are not looked at, as nginx does not look at them
+either (it creates no ``SSL_CTX``).  The one value the engine cannot carry
+out, ``ssl_certificate_compression on``, is refused when it is read
+(``directives.SUPPORTED_VALUES_ONLY``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailfront.conf.errors import ConfError
 from mailfront.conf.model import ServerConf, Starttls, VerifyClient
 
 # ngx_ssl_session_cache()'s builtin_session_cache values
@@ -64,19 +63,6 @@ def verify_enabled(conf: ServerConf) -> bool:
     return conf.ssl_verify_client != VerifyClient.OFF
 
 
-def openssl_refusals(conf: ServerConf) -> list[ConfError]:
-    """What the OpenSSL engine cannot honour in ``conf``: certificate compression
-    (OpenSSL 3.2's, which nginx too does without on OpenSSL 3.0)."""
-    if not tls_enabled(conf):
-        return []
-    out: list[str] = []
-    if conf.ssl_certificate_compression:
-        out.append('"ssl_certificate_compression on"')
-    return [
-        ConfError(f"{what} is not supported yet for server", conf.file, conf.line) for what in out
-    ]
-
-
 __all__ = [
     "OPENSSL_CACHE_SIZE",
     "SCACHE_DEFAULT_BUILTIN",
@@ -84,7 +70,6 @@ __all__ = [
     "SCACHE_NO_BUILTIN",
     "SCACHE_OFF",
     "SessionCache",
-    "openssl_refusals",
     "parse_session_cache",
     "tls_enabled",
     "verify_enabled",

@@ -3,8 +3,8 @@
 The TLS engine (:mod:`mailfront.server.tls_openssl`,
 :mod:`mailfront.server.tls_transport`) calls OpenSSL the way nginx does, and
 needs calls that no Python binding wraps: the session cache callbacks and
-size, the session ticket key callback, ``SSL_CONF_cmd``,
-``SSL_CTX_set_num_tickets``, OpenSSL's own error queue with its data.  This
+size, the session ticket key callback, ``SSL_CONF_cmd``, OpenSSL's own
+error queue with its data.  This
 module declares them against the shared library that Python's own ``ssl``
 module is linked to (on Debian 12, OpenSSL 3.0, the library of Debian's
 nginx), found by loading ``_ssl`` and reading where its ``libssl`` lives, so
@@ -53,12 +53,10 @@ const char *OpenSSL_version(int type);
 
 /* errors */
 unsigned long ERR_get_error(void);
-unsigned long ERR_peek_error(void);
 unsigned long ERR_peek_last_error(void);
 unsigned long ERR_peek_error_data(const char **data, int *flags);
 void ERR_clear_error(void);
 void ERR_error_string_n(unsigned long e, char *buf, size_t len);
-const char *ERR_reason_error_string(unsigned long e);
 const char *X509_verify_cert_error_string(long n);
 
 /* contexts */
@@ -70,10 +68,8 @@ uint64_t SSL_CTX_get_options(const SSL_CTX *ctx);
 long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg);
 long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void));
 int SSL_CTX_set_cipher_list(SSL_CTX *ctx, const char *str);
-int SSL_CTX_set_ciphersuites(SSL_CTX *ctx, const char *str);
 int SSL_CTX_use_certificate(SSL_CTX *ctx, X509 *x);
 int SSL_CTX_use_PrivateKey(SSL_CTX *ctx, EVP_PKEY *pkey);
-int SSL_CTX_check_private_key(const SSL_CTX *ctx);
 void SSL_CTX_set_verify(SSL_CTX *ctx, int mode, int (*cb)(int, X509_STORE_CTX *));
 int SSL_CTX_get_verify_mode(const SSL_CTX *ctx);
 void SSL_CTX_set_verify_depth(SSL_CTX *ctx, int depth);
@@ -87,8 +83,6 @@ int SSL_CTX_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid_ctx,
     unsigned int sid_ctx_len);
 long SSL_CTX_set_timeout(SSL_CTX *ctx, long t);
 long SSL_CTX_get_timeout(const SSL_CTX *ctx);
-int SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t num_tickets);
-size_t SSL_CTX_get_num_tickets(const SSL_CTX *ctx);
 void SSL_CTX_sess_set_new_cb(SSL_CTX *ctx, int (*cb)(SSL *, SSL_SESSION *));
 void SSL_CTX_sess_set_remove_cb(SSL_CTX *ctx, void (*cb)(SSL_CTX *, SSL_SESSION *));
 void SSL_CTX_sess_set_get_cb(SSL_CTX *ctx,
@@ -103,7 +97,6 @@ int SSL_CONF_CTX_finish(SSL_CONF_CTX *cctx);
 
 /* files */
 BIO *BIO_new_file(const char *filename, const char *mode);
-BIO *BIO_new_mem_buf(const char *buf, int len);
 int BIO_free(BIO *a);
 X509 *PEM_read_bio_X509_AUX(BIO *bp, X509 **x, void *cb, void *u);
 X509 *PEM_read_bio_X509(BIO *bp, X509 **x, void *cb, void *u);
@@ -166,9 +159,6 @@ int HMAC_Init_ex(HMAC_CTX *ctx, const unsigned char *key, int len, const EVP_MD 
 int i2d_SSL_SESSION(SSL_SESSION *in, unsigned char **pp);
 SSL_SESSION *d2i_SSL_SESSION(SSL_SESSION **a, const unsigned char **pp, long length);
 const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *s, unsigned int *len);
-long SSL_SESSION_get_time(const SSL_SESSION *s);
-long SSL_SESSION_get_timeout(const SSL_SESSION *s);
-void SSL_SESSION_free(SSL_SESSION *ses);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *ssl);
 """
 
@@ -180,23 +170,15 @@ SSL_CTRL_GET_SESS_CACHE_SIZE = 43
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_CTRL_GET_SESS_CACHE_MODE = 45
 SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB = 72
-SSL_CTRL_CLEAR_MODE = 78
 SSL_CTRL_CHAIN_CERT = 89
 SSL_CTRL_SET_GROUPS_LIST = 92
-SSL_CTRL_SET_SIGALGS_LIST = 98
 SSL_CTRL_SET_MIN_PROTO_VERSION = 123
 SSL_CTRL_SET_MAX_PROTO_VERSION = 124
-SSL_CTRL_GET_MIN_PROTO_VERSION = 130
-SSL_CTRL_GET_MAX_PROTO_VERSION = 131
 BIO_CTRL_PENDING = 10
-BIO_C_SET_BUF_MEM_EOF_RETURN = 130
 
-SSL_MODE_ENABLE_PARTIAL_WRITE = 0x1
-SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER = 0x2
 SSL_MODE_NO_AUTO_CHAIN = 0x8
 SSL_MODE_RELEASE_BUFFERS = 0x10
 
-SSL_OP_LEGACY_SERVER_CONNECT = 1 << 2
 SSL_OP_TLSEXT_PADDING = 1 << 4
 SSL_OP_SAFARI_ECDHE_ECDSA_BUG = 1 << 6
 SSL_OP_IGNORE_UNEXPECTED_EOF = 1 << 7
@@ -218,9 +200,6 @@ SSL_OP_ALL = (
     | SSL_OP_TLSEXT_PADDING
     | SSL_OP_SAFARI_ECDHE_ECDSA_BUG
 )
-# OpenSSL 3.0 has no-ops for these; nginx still sets them
-SSL_OP_SINGLE_DH_USE = 0
-SSL_OP_SINGLE_ECDH_USE = 0
 
 TLS1_VERSION = 0x0301
 TLS1_1_VERSION = 0x0302
@@ -237,11 +216,7 @@ SSL_SESS_CACHE_NO_INTERNAL_LOOKUP = 0x100
 SSL_SESS_CACHE_NO_INTERNAL_STORE = 0x200
 SSL_SESS_CACHE_NO_INTERNAL = SSL_SESS_CACHE_NO_INTERNAL_LOOKUP | SSL_SESS_CACHE_NO_INTERNAL_STORE
 
-SSL_ERROR_NONE = 0
-SSL_ERROR_SSL = 1
 SSL_ERROR_WANT_READ = 2
-SSL_ERROR_WANT_WRITE = 3
-SSL_ERROR_SYSCALL = 5
 SSL_ERROR_ZERO_RETURN = 6
 
 SSL_TLSEXT_ERR_OK = 0

@@ -27,6 +27,7 @@ worker dies holding it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import mmap
@@ -34,13 +35,14 @@ import os
 import struct
 import tempfile
 import time
+from collections.abc import Iterator
 
 ENTRY_ALIGN = 16
 MAX_SESSION = 4096  # NGX_SSL_MAX_SESSION_SIZE: bigger sessions are not cached
 SLOT_BYTES = 256  # one index slot per 256 bytes of zone
 WAYS = 4
 
-_HEADER = struct.Struct("<8sQQQ")  # magic, write position, last sequence, (unused)
+_HEADER = struct.Struct("<8sQQ")  # magic, write position, last sequence
 # created, usable until (a ticket it sealed may come back till then), 80 bytes:
 # name, HMAC key, AES key (nginx's layout of an 80-byte key)
 _KEY = struct.Struct("<dd80s")
@@ -66,7 +68,7 @@ class Zone:
         self.ring_at = INDEX_AT + self.buckets * WAYS * _SLOT.size
         self.ring_size = size - self.ring_at
         assert self.ring_size >= 2 * (MAX_SESSION + 64), size  # the parser wants 8 pages
-        _HEADER.pack_into(self.map, 0, MAGIC, 0, 0, 0)
+        _HEADER.pack_into(self.map, 0, MAGIC, 0, 0)
 
     def close(self) -> None:
         """Unmap the zone (the workers forked with it keep their mapping)."""
@@ -75,11 +77,14 @@ class Zone:
 
     # -- locking ---------------------------------------------------------------
 
-    def lock(self) -> None:
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[mmap.mmap]:
+        """The zone's memory, this process's alone for the ``with`` block."""
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
-
-    def unlock(self) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        try:
+            yield self.map
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     # -- sessions --------------------------------------------------------------
 
@@ -97,10 +102,8 @@ class Zone:
         size = _ENTRY.size + len(session_id) + len(der)
         size += -size % ENTRY_ALIGN
         h = self._hash(session_id)
-        m = self.map
-        self.lock()
-        try:
-            _, pos, seq, epoch = _HEADER.unpack_from(m, 0)
+        with self.locked() as m:
+            _, pos, seq = _HEADER.unpack_from(m, 0)
             if pos + size > self.ring_size:
                 pos = 0
             seq += 1
@@ -109,7 +112,7 @@ class Zone:
             body = at + _ENTRY.size
             m[body : body + len(session_id)] = session_id
             m[body + len(session_id) : body + len(session_id) + len(der)] = der
-            _HEADER.pack_into(m, 0, MAGIC, pos + size, seq, epoch)
+            _HEADER.pack_into(m, 0, MAGIC, pos + size, seq)
             # the slot of this id, else an empty one, else the oldest of the bucket
             bucket = self._bucket(h)
             victim, oldest = bucket, None
@@ -123,8 +126,6 @@ class Zone:
                 if oldest is None or age > oldest:
                     victim, oldest = slot, age
             _SLOT.pack_into(m, victim, h, pos + 1, seq & 0xFFFFFFFF)
-        finally:
-            self.unlock()
         return True
 
     def _find(self, session_id: bytes, h: int) -> tuple[int, int] | None:
@@ -154,9 +155,7 @@ class Zone:
         """``ngx_ssl_get_cached_session``: the DER of a live session, or None (an
         expired one is dropped)."""
         h = self._hash(session_id)
-        m = self.map
-        self.lock()
-        try:
+        with self.locked() as m:
             found = self._find(session_id, h)
             if found is None:
                 return None
@@ -167,19 +166,14 @@ class Zone:
                 return None
             body = at + _ENTRY.size + id_len
             return bytes(m[body : body + der_len])
-        finally:
-            self.unlock()
 
     def remove(self, session_id: bytes) -> None:
         """``ngx_ssl_remove_session``."""
         h = self._hash(session_id)
-        self.lock()
-        try:
+        with self.locked() as m:
             found = self._find(session_id, h)
             if found is not None:
-                _SLOT.pack_into(self.map, found[0], 0, 0, 0)
-        finally:
-            self.unlock()
+                _SLOT.pack_into(m, found[0], 0, 0, 0)
 
     # -- ticket keys (nginx's automatic keys of a shared zone) --------------------
 
@@ -191,9 +185,7 @@ class Zone:
         they sealed may still come back (each sealing pushes that time to at
         least ``now + lifetime``), three at most.
         """
-        m = self.map
-        self.lock()
-        try:
+        with self.locked() as m:
             keys = [list(_KEY.unpack_from(m, KEYS_AT + i * _KEY.size)) for i in range(KEYS)]
             current = keys[0]
             if seal and (current[0] == 0 or now - current[0] >= lifetime):
@@ -206,8 +198,6 @@ class Zone:
             for i, key in enumerate(keys):
                 _KEY.pack_into(m, KEYS_AT + i * _KEY.size, *key)
             return [current[2]] + [k[2] for k in keys[1:] if k[0] and k[1] > now]
-        finally:
-            self.unlock()
 
 
 _ZONES: dict[tuple[str, int], Zone] = {}

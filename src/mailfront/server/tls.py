@@ -83,7 +83,8 @@ def check_client_cert(obj: TLSFacts, conf: ServerConf) -> CertRejection | None:
     Call it right after the handshake (implicit TLS or STARTTLS).  The caller
     logs ``log`` at info level, sends :func:`rejection_line` and closes.
     """
-    from mailfront.server.tls_openssl import optional_error, verify_error_text
+    from mailfront.server.libssl import verify_error_text
+    from mailfront.server.tls_openssl import optional_error
 
     if not verify_enabled(conf):
         return None
@@ -106,7 +107,7 @@ def ssl_info(obj: TLSFacts, conf: ServerConf) -> dict[str, bytes]:
     ``X509_NAME_print_ex``), serial (``i2a_ASN1_INTEGER``), SHA-1
     fingerprint and PEM text.
     """
-    from mailfront.server.tls_openssl import verify_error_text
+    from mailfront.server.libssl import verify_error_text
 
     info: dict[str, bytes] = {}
     version = obj.version()

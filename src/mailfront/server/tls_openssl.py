@@ -34,7 +34,6 @@ from mailfront.conf.tls_support import (
     SCACHE_NO_BUILTIN,
     SCACHE_NONE,
     SCACHE_OFF,
-    openssl_refusals,
     parse_session_cache,
     verify_enabled,
 )
@@ -63,15 +62,10 @@ _VERSIONS: tuple[tuple[str, int, int], ...] = (
 )
 
 
-def verify_error_text(code: int) -> str:
-    """``X509_verify_cert_error_string``."""
-    return L.verify_error_text(code)
-
-
-def ssl_error_text(e: BaseException, first: bool = False) -> str:
+def ssl_error_text(e: BaseException) -> str:
     """nginx's tail after a failed call: `` (SSL: error:0A0000C1:SSL routines::...)``."""
     if isinstance(e, L.Error):
-        return L.queue_text(e.queue[:1] if first else e.queue)
+        return L.queue_text(e.queue)
     if isinstance(e, OSError) and e.strerror:
         return f" ({e.errno}: {e.strerror})"
     return f" ({e})" if str(e) else ""
@@ -108,8 +102,9 @@ class OpenSSLContext:
 _MEM = lib.BIO_s_mem()
 
 
-def _ctrl(ctx: Any, cmd: int, larg: int = 0, parg: Any = NULL) -> int:
-    return int(lib.SSL_CTX_ctrl(ctx, cmd, larg, parg))
+def _failed(text: str) -> ConfError:
+    """``ngx_ssl_error``: ``text``, then OpenSSL's error queue (drained) in nginx's form."""
+    return ConfError(text + L.queue_text())
 
 
 def _accept_any(_ok: int, _store: Any) -> int:
@@ -161,16 +156,12 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
 
     Raises :class:`ConfError` with nginx's message (no place: nginx reports
     these without one) when a file cannot be loaded or OpenSSL refuses a
-    value, and with the ``not supported yet`` message for what this engine
-    cannot do (:func:`mailfront.conf.tls_support.openssl_refusals`).
+    value.
     """
-    refusals = openssl_refusals(conf)
-    if refusals:
-        raise refusals[0]
     lib.ERR_clear_error()
     raw = lib.SSL_CTX_new(lib.TLS_server_method())
     if raw == NULL:
-        raise ConfError("SSL_CTX_new() failed" + L.queue_text())
+        raise _failed("SSL_CTX_new() failed")
     ctx = ffi.gc(raw, lib.SSL_CTX_free)
     alpn = protocol_name.encode("ascii")
     tls = OpenSSLContext(ctx, conf, alpn)
@@ -185,7 +176,7 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     )
     # nginx: no buffers held by idle sessions, and the chain sent is the certificate file's;
     # one SSL_write takes a whole write, all its records (partial writes stay off)
-    _ctrl(ctx, L.SSL_CTRL_MODE, L.SSL_MODE_RELEASE_BUFFERS | L.SSL_MODE_NO_AUTO_CHAIN)
+    L.ctx_ctrl(ctx, L.SSL_CTRL_MODE, L.SSL_MODE_RELEASE_BUFFERS | L.SSL_MODE_NO_AUTO_CHAIN)
     _set_protocols(ctx, conf.ssl_protocols)
 
     # ngx_mail_ssl_alpn_select
@@ -196,7 +187,7 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
 
     # ngx_ssl_ciphers
     if not lib.SSL_CTX_set_cipher_list(ctx, conf.ssl_ciphers.encode("ascii", "replace")):
-        raise ConfError(f'SSL_CTX_set_cipher_list("{conf.ssl_ciphers}") failed{L.queue_text()}')
+        raise _failed(f'SSL_CTX_set_cipher_list("{conf.ssl_ciphers}") failed')
     if conf.ssl_prefer_server_ciphers:
         lib.SSL_CTX_set_options(ctx, L.SSL_OP_CIPHER_SERVER_PREFERENCE)
 
@@ -229,8 +220,8 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     if conf.ssl_ecdh_curve != "auto":
         name = conf.ssl_ecdh_curve
         value = ffi.new("char[]", name.encode("ascii", "replace"))
-        if not _ctrl(ctx, L.SSL_CTRL_SET_GROUPS_LIST, 0, value):
-            raise ConfError(f'SSL_CTX_set1_curves_list("{name}") failed{L.queue_text()}')
+        if not L.ctx_ctrl(ctx, L.SSL_CTRL_SET_GROUPS_LIST, 0, value):
+            raise _failed(f'SSL_CTX_set1_curves_list("{name}") failed')
 
     # ngx_ssl_session_cache: the timeout (sessions and tickets) and the session
     # id context whatever the mode
@@ -240,24 +231,24 @@ def make_context(conf: ServerConf, protocol_name: str) -> OpenSSLContext:
     cache = parse_session_cache(conf.ssl_session_cache)
     zone: ssl_cache.Zone | None = None
     if cache.builtin == SCACHE_OFF:
-        _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, L.SSL_SESS_CACHE_OFF)
+        L.ctx_ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, L.SSL_SESS_CACHE_OFF)
     elif cache.builtin == SCACHE_NONE:
         # nginx's "none": pretend to cache (Outlook Express needs it), store nothing
-        _ctrl(
+        L.ctx_ctrl(
             ctx,
             L.SSL_CTRL_SET_SESS_CACHE_MODE,
             L.SSL_SESS_CACHE_SERVER
             | L.SSL_SESS_CACHE_NO_AUTO_CLEAR
             | L.SSL_SESS_CACHE_NO_INTERNAL_STORE,
         )
-        _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, 1)
+        L.ctx_ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, 1)
     else:
         mode = L.SSL_SESS_CACHE_SERVER
         if cache.shared is not None and cache.builtin == SCACHE_NO_BUILTIN:
             mode |= L.SSL_SESS_CACHE_NO_INTERNAL
-        _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, mode)
+        L.ctx_ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_MODE, mode)
         if cache.builtin not in (SCACHE_NO_BUILTIN, SCACHE_DEFAULT_BUILTIN):
-            _ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, cache.builtin)
+            L.ctx_ctrl(ctx, L.SSL_CTRL_SET_SESS_CACHE_SIZE, cache.builtin)
         if cache.shared is not None:
             name, _, size = cache.shared[len("shared:") :].partition(":")
             zone = ssl_cache.zone(name, parse_size(size) or 0)
@@ -297,7 +288,7 @@ def _conf_commands(ctx: Any, commands: tuple[tuple[str, str], ...]) -> None:
     """``ngx_ssl_conf_commands``: each command through ``SSL_CONF_cmd``."""
     cctx = lib.SSL_CONF_CTX_new()
     if cctx == NULL:
-        raise ConfError("SSL_CONF_CTX_new() failed" + L.queue_text())
+        raise _failed("SSL_CONF_CTX_new() failed")
     try:
         lib.SSL_CONF_CTX_set_flags(cctx, L.SSL_CONF_FLAG_FILE)
         lib.SSL_CONF_CTX_set_flags(cctx, L.SSL_CONF_FLAG_SERVER)
@@ -308,9 +299,9 @@ def _conf_commands(ctx: Any, commands: tuple[tuple[str, str], ...]) -> None:
             raw_name = name.encode("utf-8", "surrogateescape")
             raw_value = value.encode("utf-8", "surrogateescape")
             if lib.SSL_CONF_cmd(cctx, raw_name, raw_value) <= 0:
-                raise ConfError(f'SSL_CONF_cmd("{name}", "{value}") failed{L.queue_text()}')
+                raise _failed(f'SSL_CONF_cmd("{name}", "{value}") failed')
         if lib.SSL_CONF_CTX_finish(cctx) != 1:
-            raise ConfError("SSL_CONF_finish() failed" + L.queue_text())
+            raise _failed("SSL_CONF_finish() failed")
     finally:
         lib.SSL_CONF_CTX_free(cctx)
 
@@ -324,18 +315,21 @@ def _set_protocols(ctx: Any, protocols: tuple[str, ...]) -> None:
             lib.SSL_CTX_set_options(ctx, op)
         return
     low, high = enabled[0][0], enabled[-1][0]
-    _ctrl(ctx, L.SSL_CTRL_SET_MIN_PROTO_VERSION, low)
-    _ctrl(ctx, L.SSL_CTRL_SET_MAX_PROTO_VERSION, high)
+    L.ctx_ctrl(ctx, L.SSL_CTRL_SET_MIN_PROTO_VERSION, low)
+    L.ctx_ctrl(ctx, L.SSL_CTRL_SET_MAX_PROTO_VERSION, high)
     for _, v, op in _VERSIONS:
         if low < v < high and (v, op) not in enabled:
             lib.SSL_CTX_set_options(ctx, op)
 
 
-def _open(path: str, what: str) -> Any:
-    """``BIO_new_file(path, "r")``, or nginx's error for a file it cannot open."""
+def _open(path: str, what: str | None) -> Any:
+    """``BIO_new_file(path, "r")``, or nginx's error for a file it cannot open
+    (``what``: the error of ``ngx_ssl_cache``'s loaders, else ``ngx_ssl_dhparam``'s)."""
     bio = lib.BIO_new_file(os.fsencode(path), b"r")
     if bio == NULL:
-        raise ConfError(f'cannot load {what} "{path}": BIO_new_file() failed{L.queue_text()}')
+        if what is None:
+            raise _failed(f'BIO_new_file("{path}") failed')
+        raise _failed(f'cannot load {what} "{path}": BIO_new_file() failed')
     return ffi.gc(bio, lib.BIO_free)
 
 
@@ -361,7 +355,7 @@ def _pem_objects(bio: Any, read: Any, free: Any, failed: str, required: bool = T
             return objs
         for o in objs:
             free(o)
-        raise ConfError(failed + L.queue_text())
+        raise _failed(failed)
 
 
 def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
@@ -370,9 +364,7 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
     bio = _open(cert, "certificate")
     leaf = lib.PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)
     if leaf == NULL:
-        raise ConfError(
-            f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed{L.queue_text()}'
-        )
+        raise _failed(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed')
     leaf = ffi.gc(leaf, lib.X509_free)
     chain = _pem_objects(
         bio,
@@ -384,12 +376,12 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
     if not lib.SSL_CTX_use_certificate(ctx, leaf):
         for c in chain:
             lib.X509_free(c)
-        raise ConfError(f'SSL_CTX_use_certificate("{cert}") failed{L.queue_text()}')
+        raise _failed(f'SSL_CTX_use_certificate("{cert}") failed')
     for k, extra in enumerate(chain):  # SSL_CTX_add0_chain_cert: the context takes each one
-        if not _ctrl(ctx, L.SSL_CTRL_CHAIN_CERT, 0, extra):
+        if not L.ctx_ctrl(ctx, L.SSL_CTRL_CHAIN_CERT, 0, extra):
             for c in chain[k:]:
                 lib.X509_free(c)
-            raise ConfError(f'SSL_CTX_set0_chain("{cert}") failed{L.queue_text()}')
+            raise _failed(f'SSL_CTX_set0_chain("{cert}") failed')
 
     key_bio = _open(key, "certificate key")
     pkey = NULL
@@ -401,13 +393,10 @@ def _load_pair(ctx: Any, cert: str, key: str, passwords: list[bytes]) -> bytes:
         if pkey != NULL:
             break
     if pkey == NULL:
-        raise ConfError(
-            f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() failed'
-            + L.queue_text()
-        )
+        raise _failed(f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() failed')
     pkey = ffi.gc(pkey, lib.EVP_PKEY_free)
     if not lib.SSL_CTX_use_PrivateKey(ctx, pkey):
-        raise ConfError(f'SSL_CTX_use_PrivateKey("{key}") failed{L.queue_text()}')
+        raise _failed(f'SSL_CTX_use_PrivateKey("{key}") failed')
     return L.der_of(leaf)
 
 
@@ -426,7 +415,7 @@ def _load_cas(ctx: Any, path: str, names: bool) -> list[bytes]:
     try:
         for ca in cas:
             if lib.X509_STORE_add_cert(store, ca) != 1:
-                raise ConfError(f'X509_STORE_add_cert("{path}") failed{L.queue_text()}')
+                raise _failed(f'X509_STORE_add_cert("{path}") failed')
             if names:
                 subject = L.name_der(lib.X509_get_subject_name(ca))
                 if subject not in seen:
@@ -450,7 +439,7 @@ def _load_crl(ctx: Any, path: str) -> None:
     try:
         for crl in crls:
             if lib.X509_STORE_add_crl(store, crl) != 1:
-                raise ConfError(f'X509_STORE_add_crl("{path}") failed{L.queue_text()}')
+                raise _failed(f'X509_STORE_add_crl("{path}") failed')
     finally:
         for crl in crls:
             lib.X509_CRL_free(crl)
@@ -459,20 +448,14 @@ def _load_crl(ctx: Any, path: str) -> None:
 
 def _load_dhparam(ctx: Any, path: str) -> None:
     """``ngx_ssl_dhparam``."""
-    bio = lib.BIO_new_file(os.fsencode(path), b"r")
-    if bio == NULL:
-        raise ConfError(f'BIO_new_file("{path}") failed{L.queue_text()}')
+    dh = lib.PEM_read_bio_DHparams(_open(path, None), NULL, NULL, NULL)
+    if dh == NULL:
+        raise _failed(f'PEM_read_bio_DHparams("{path}") failed')
     try:
-        dh = lib.PEM_read_bio_DHparams(bio, NULL, NULL, NULL)
-        if dh == NULL:
-            raise ConfError(f'PEM_read_bio_DHparams("{path}") failed{L.queue_text()}')
-        try:
-            if not _ctrl(ctx, L.SSL_CTRL_SET_TMP_DH, 0, dh):
-                raise ConfError(f'SSL_CTX_set_tmp_dh("{path}") failed{L.queue_text()}')
-        finally:
-            lib.DH_free(dh)
+        if not L.ctx_ctrl(ctx, L.SSL_CTRL_SET_TMP_DH, 0, dh):
+            raise _failed(f'SSL_CTX_set_tmp_dh("{path}") failed')
     finally:
-        lib.BIO_free(bio)
+        lib.DH_free(dh)
 
 
 # -- ssl_session_ticket_key ----------------------------------------------------------
@@ -635,5 +618,4 @@ __all__ = [
     "make_context",
     "optional_error",
     "ssl_error_text",
-    "verify_error_text",
 ]
