@@ -72,6 +72,7 @@ def test_pid_file_reload_and_bad_reload(dovecot, tmp_path: Path) -> None:  # typ
             os.rename(mf.log_path, tmp_path / "logs" / "old.log")
             mf.signal(signal.SIGUSR1)
             wait_for(lambda: mf.log_path.exists())
+            assert mf.log_path.exists()
             login(p1).logout()
             mf.wait_log("client logged in")
             assert mf.stop() == 0
@@ -265,6 +266,7 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 assert (logdir / "error.log").stat().st_uid == nobody
                 # the worker says so in the old file, then reopens
                 wait_for(lambda: "reopening logs" in (logdir / "error.log.1").read_text())
+                assert "reopening logs" in (logdir / "error.log.1").read_text()
                 login(port).logout()
                 mf.wait_log("client logged in")
                 assert "failed" not in mf.log()

@@ -230,6 +230,8 @@ def test_prefix_then_noise(head: bytes, tail: bytes) -> None:
         if part is not None:
             assert part == whole
             break
+    else:  # no prefix was enough, not even the whole: then it is too short a header
+        assert not isinstance(whole, ParseResult), whole
 
 
 @settings(max_examples=200, deadline=None)

@@ -242,9 +242,14 @@ def test_shared_cache_resumes_in_every_worker(workers: Env, tmp_path: Path, vers
     """Tickets off: only the session id; every worker finds the session in the zone."""
     port = workers.ports["cache"]
     sess = str(tmp_path / "sess.pem")
+    start = len(workers.mf.log())
     assert s_client(workers, port, version, "-sess_out", sess) == "New"
-    for _ in range(12):  # the connections spread over the four workers
+    for _ in range(12):
         assert s_client(workers, port, version, "-sess_in", sess) == "Reused"
+    # the sessions were served by more than one worker (else this proves nothing)
+    served = re.findall(rf"\] (\d+)#0: \*\d+ client \S+ connected to {HOST}:{port}\n",
+                        workers.mf.log()[start:])  # fmt: skip
+    assert len(set(served)) >= 2, served
 
 
 def test_shared_zone_outlives_a_reload(workers: Env, tmp_path: Path) -> None:
