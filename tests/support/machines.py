@@ -23,13 +23,17 @@ def server_conf(protocol: Protocol, **kw: Any) -> ServerConf:
     return ServerConf(**base)
 
 
-def feed(machine: Any, data: bytes, per_byte: bool, limit: int) -> Next:
-    """``data`` to a client machine, whole or byte by byte; the first outcome not READ.
+def feed(machine: Any, data: bytes | list[bytes], per_byte: bool, limit: int) -> Next:
+    """``data`` to a client machine, whole or byte by byte (or in the chunks of a
+    list, as given); the first outcome not READ.
 
     Checks after each call that the machine holds no more than ``limit`` bytes
     (its client buffer).
     """
-    chunks = [data[i : i + 1] for i in range(len(data))] if per_byte else [data]
+    if isinstance(data, list):
+        chunks = data
+    else:
+        chunks = [data[i : i + 1] for i in range(len(data))] if per_byte else [data]
     first = Next.READ
     for chunk in chunks:
         nxt = machine.receive(chunk)
@@ -55,7 +59,13 @@ class Outcome:
 
 
 def run_machine(
-    cls: Any, data: bytes, conf: ServerConf, limit: int, per_byte: bool, tls: bool, salt: bytes
+    cls: Any,
+    data: bytes | list[bytes],
+    conf: ServerConf,
+    limit: int,
+    per_byte: bool,
+    tls: bool,
+    salt: bytes,
 ) -> tuple[Outcome, Any]:
     """A new ``cls`` machine (IMAP or POP3) past its greeting, fed ``data``; its outcome."""
     m = cls(conf, salt if cls.needs_salt(conf) else b"", tls)
