@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import mailfront.conf
+from support.noio import imported_modules
 
 BANNED = {"asyncio", "socket", "ssl", "time", "logging", "selectors", "subprocess", "uvloop"}
 
@@ -13,17 +13,9 @@ BANNED = {"asyncio", "socket", "ssl", "time", "logging", "selectors", "subproces
 def test_conf_imports() -> None:
     folder = Path(mailfront.conf.__file__).parent
     for path in sorted(folder.glob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                assert top not in BANNED, f"{path.name} imports {name}"
-                assert not name.startswith(("mailfront.server", "mailfront.cli")), (
-                    f"{path.name} imports {name}"
-                )
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            assert top not in BANNED, f"{path.name} imports {name}"
+            assert not name.startswith(("mailfront.server", "mailfront.cli")), (
+                f"{path.name} imports {name}"
+            )
