@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import re
-import shutil
 import smtplib
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from support.dnsserver import DnsServer
 from support.net import close_all, read_all
 from support.net import connect as net_connect
 from support.proxy import Mailfront, free_port
+from support.tools import tool
 
 CLIENT_IP = "127.0.0.5"  # the clients' source address (not mailfront's)
 PASS = DEMO_USERS["alice"]
@@ -263,13 +263,6 @@ def auth_request(env: Env, since: int) -> bytes:
         assert time.monotonic() < deadline, "no auth request"
         time.sleep(0.01)
     return env.auth.requests[since]
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def write_message(tmp_path: Path, subj: str) -> Path:

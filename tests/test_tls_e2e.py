@@ -31,7 +31,6 @@ import imaplib
 import os
 import poplib
 import re
-import shutil
 import signal
 import smtplib
 import socket
@@ -50,19 +49,16 @@ from mailfront.devtools.postfix import Postfix
 from support import net
 from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
-from support.net import OPEN, close_all, read_all, read_line
+from support.net import OPEN, close_all, connect, read_all, read_line
 from support.proxy import Mailfront, free_port
+from support.tlsenv import CERT_ERROR, GREETING, client_hello
+from support.tools import tool
 
 PASS = DEMO_USERS["alice"]
 HOST = "127.0.0.1"
 PROTOCOLS = ("imap", "pop3", "smtp")
 KINDS = ("ssl", "tls", "only", "verify", "optional")
 
-GREETING = {
-    "imap": b"* OK IMAP4 ready\r\n",
-    "pop3": b"+OK POP3 ready\r\n",
-    "smtp": b"220 mail.test ESMTP ready\r\n",
-}
 # nginx's STARTTLS replies (§1.8)
 STARTTLS_CMD = {"imap": b"a1 STARTTLS\r\n", "pop3": b"STLS\r\n", "smtp": b"STARTTLS\r\n"}
 STARTTLS_OK = {
@@ -226,10 +222,6 @@ def _close_sockets() -> Iterator[None]:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def connect(port: int) -> socket.socket:
-    return net.connect(port)
-
-
 def read_reply(s: socket.socket, protocol: str, cmd: bytes) -> bytes:
     """One whole reply to ``cmd``: IMAP up to the tagged line, CAPA up to ".", SMTP multiline."""
     out = b""
@@ -323,13 +315,6 @@ def connected(s: socket.socket, port: int) -> str:
 def suffix(port: int, starttls: bool = False) -> str:
     """ngx_mail_log_error's context of a session before login."""
     return f", client: 127.0.0.1{' using starttls' if starttls else ''}, server: 127.0.0.1:{port}"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def run(*args: str, stdin: bytes = b"", timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
@@ -969,12 +954,6 @@ VERIFY_ERRORS = {
     "unknown": (21, "unable to verify the first certificate"),
     "revoked": (23, "certificate revoked"),
 }
-# ngx_mail_verify_cert's cert_error line (§1.9)
-CERT_ERROR = {
-    "imap": b"* BYE SSL certificate error\r\n",
-    "pop3": b"-ERR SSL certificate error\r\n",
-    "smtp": b"421 4.7.1 SSL certificate error\r\n",
-}
 
 
 def verify_error(bad: str, port: int, starttls: bool = False) -> str:
@@ -1097,17 +1076,6 @@ def test_s_client_resumes(env: Env, tmp_path: Path, protocol: str, kind: str, ve
 # lines, after the time, the pid and the connection number.
 
 
-def client_hello() -> bytes:
-    """The first flight of a real TLS client, made in memory."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    hello = outgoing.read()
-    assert hello[:1] == b"\x16"  # a handshake record
-    return hello
-
-
 def still_serving(env: Env, port: int) -> None:
     with imaplib.IMAP4_SSL(HOST, port, ssl_context=env.ctx(), timeout=10) as m:
         assert m.login("alice", PASS)[0] == "OK"
@@ -1181,8 +1149,6 @@ def serving_after(env: Env, mode: str, port: int) -> None:
 
 
 MODES = ["implicit", "starttls"]
-# SO_LINGER on, 0 s: close() sends a reset
-LINGER_0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1225,7 +1191,7 @@ def test_client_resets_mid_handshake(env: Env, mode: str) -> None:
             s.sendall(hello[:20])
             # once accepted (test_reset_before_accept: a reset connection in the queue)
             assert session_log(env, head, 1) == [head]
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+            net.reset(s)
         s.close()
         assert session_log(env, head, 2) == [
             head,
@@ -1252,8 +1218,7 @@ def test_reset_before_accept(env: Env) -> None:
         s = connect(port)  # the kernel completes the TCP handshake
         head = connected(s, port)
         s.sendall(client_hello()[:20])
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
-        s.close()
+        net.reset(s)
     finally:
         os.kill(env.mf.proc.pid, signal.SIGCONT)
     assert session_log(env, head, 2) == [

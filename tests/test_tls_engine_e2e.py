@@ -21,7 +21,6 @@ import datetime
 import imaplib
 import poplib
 import re
-import shutil
 import ssl
 import subprocess
 import time
@@ -37,22 +36,13 @@ from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
 from support.net import OPEN, close_all, read_all, read_line
 from support.proxy import Mailfront, free_port
-from support.tlsenv import BioClient, cert_headers, self_signed, x509_field
+from support.tlsenv import CERT_ERROR, GREETING, BioClient, cert_headers, self_signed, x509_field
+from support.tools import tool
 
 PASS = DEMO_USERS["alice"]
 HOST = "127.0.0.1"
 PROTOCOLS = ("imap", "pop3", "smtp")
 
-GREETING = {
-    "imap": b"* OK IMAP4 ready\r\n",
-    "pop3": b"+OK POP3 ready\r\n",
-    "smtp": b"220 mail.test ESMTP ready\r\n",
-}
-CERT_ERROR = {
-    "imap": b"* BYE SSL certificate error\r\n",
-    "pop3": b"-ERR SSL certificate error\r\n",
-    "smtp": b"421 4.7.1 SSL certificate error\r\n",
-}
 # what s_client sends (-crlf makes the line ends CRLF) and the last reply line
 QUIT = {"imap": b"a9 LOGOUT\n", "pop3": b"QUIT\n", "smtp": b"QUIT\n"}
 BYE = {"imap": "a9 OK completed", "pop3": "+OK", "smtp": "221 2.0.0 Bye"}
@@ -150,13 +140,6 @@ def _close_sockets() -> Iterator[None]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def s_client(env: Env, port: int, *args: str, stdin: bytes = b"") -> str:

@@ -32,7 +32,6 @@ import re
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -51,8 +50,9 @@ from mailfront.devtools.dovecot import (
 from support.authserver import AuthServer, PasswordRouter
 from support.certs import Issued, Pki
 from support.dnsserver import DnsServer
-from support.net import OPEN, close_all, read_line
+from support.net import close_all, connect, read_line, reset
 from support.proxy import Mailfront, free_port
+from support.tlsenv import client_hello
 
 PASS = DEMO_USERS["alice"]
 HOST = "127.0.0.1"
@@ -246,22 +246,6 @@ class Client:
                 return "close_notify"
             except ssl.SSLError as e:
                 return str(e.reason)
-
-
-def connect(port: int, rcvbuf: int = 0) -> socket.socket:
-    s = socket.socket()
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(10)
-    s.connect((HOST, port))
-    OPEN.append(s)
-    return s
-
-
-def reset(s: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0)."""
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
 
 
 def login(env: Env, port: int | None = None) -> Client:
@@ -471,7 +455,7 @@ def test_reset_in_the_handshake_is_logged_as_nginx(env: Env, kind: str) -> None:
         s.sendall(b"s1 STARTTLS\r\n")
         assert read_line(s) == b"s1 OK completed\r\n"
     local = s.getsockname()[1]
-    s.sendall(client_hello(env.ctx()))
+    s.sendall(client_hello(env.ctx(), HOST))
     assert s.recv(1)  # the server's flight has begun: it reads again
     reset(s)
     lines = session_lines(env.mf, local, "peer closed")
@@ -621,13 +605,6 @@ def test_slow_reader_of_a_big_fetch(env: Env) -> None:
 # -- 200 failed handshakes leave nothing behind -------------------------------------------------
 
 
-def client_hello(ctx: ssl.SSLContext) -> bytes:
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname=HOST)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return out.read()
-
-
 def drain(s: socket.socket) -> None:
     """Read until the server closes."""
     while s.recv(65536):
@@ -655,13 +632,13 @@ def failed_handshakes(env: Env, mf: Mailfront) -> dict[str, Callable[[socket.soc
         return failed
 
     def hello_reset(s: socket.socket) -> str:
-        s.sendall(client_hello(good))
+        s.sendall(client_hello(good, HOST))
         assert s.recv(1)
         reset(s)
         return reset_line
 
     def hello_eof(s: socket.socket) -> str:
-        s.sendall(client_hello(good))
+        s.sendall(client_hello(good, HOST))
         s.shutdown(socket.SHUT_WR)
         drain(s)
         return eof_line
@@ -679,7 +656,7 @@ def failed_handshakes(env: Env, mf: Mailfront) -> dict[str, Callable[[socket.soc
         return reset_line
 
     def half_hello_eof(s: socket.socket) -> str:
-        s.sendall(client_hello(good)[:40])
+        s.sendall(client_hello(good, HOST)[:40])
         s.shutdown(socket.SHUT_WR)
         drain(s)
         return eof_line
@@ -694,7 +671,7 @@ def failed_handshakes(env: Env, mf: Mailfront) -> dict[str, Callable[[socket.soc
 
     def bytewise_reset(s: socket.socket) -> str:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for b in client_hello(good):
+        for b in client_hello(good, HOST):
             s.send(bytes([b]))
         assert s.recv(1)
         reset(s)

@@ -7,18 +7,37 @@ Sockets opened with ``connect`` are remembered in ``OPEN`` and closed by
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from collections.abc import Callable
 
 OPEN: list[socket.socket] = []
 
 
-def connect(port: int, source: str | None = None, timeout: float = 10) -> socket.socket:
-    s = socket.create_connection(
-        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
-    )
+def connect(
+    port: int, source: str | None = None, timeout: float = 10, rcvbuf: int = 0
+) -> socket.socket:
+    """A connection to 127.0.0.1:``port``, closed by :func:`close_all`; ``rcvbuf``, a
+    receive buffer set before the connect (so that the window is small from the start)."""
+    if rcvbuf:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(timeout)
+        if source:
+            s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+    else:
+        s = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        )
     OPEN.append(s)
     return s
+
+
+def reset(s: socket.socket) -> None:
+    """Close with an RST (SO_LINGER on, 0 s)."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 
 def close_all() -> None:

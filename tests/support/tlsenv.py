@@ -23,6 +23,36 @@ from cryptography.x509.oid import NameOID
 
 from support.certs import NOW, Issued
 
+# what the test servers greet with, each protocol (server_name mail.test)
+GREETING = {
+    "imap": b"* OK IMAP4 ready\r\n",
+    "pop3": b"+OK POP3 ready\r\n",
+    "smtp": b"220 mail.test ESMTP ready\r\n",
+}
+# ngx_mail_verify_cert's cert_error line (spec section 1.9)
+CERT_ERROR = {
+    "imap": b"* BYE SSL certificate error\r\n",
+    "pop3": b"-ERR SSL certificate error\r\n",
+    "smtp": b"421 4.7.1 SSL certificate error\r\n",
+}
+
+
+def client_hello(ctx: ssl.SSLContext | None = None, server_hostname: str = "localhost") -> bytes:
+    """The first flight of a real TLS client (``ctx``, else Python's defaults), made in
+    memory."""
+    ctx = ctx if ctx is not None else ssl.create_default_context()
+    outgoing = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_hostname)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("a handshake that needs no answer")
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16"  # a handshake record
+    return hello
+
 
 def self_signed(folder: Path, common_name: str, stem: str) -> Issued:
     """A leaf certificate signed by its own key (OpenSSL: "self-signed certificate", 18)."""
@@ -137,4 +167,12 @@ class BioClient:
         return line + sep
 
 
-__all__ = ["BioClient", "cert_headers", "self_signed", "x509_field"]
+__all__ = [
+    "CERT_ERROR",
+    "GREETING",
+    "BioClient",
+    "cert_headers",
+    "client_hello",
+    "self_signed",
+    "x509_field",
+]
