@@ -498,11 +498,25 @@ def env(c: Call) -> str | None:
     return None
 
 
-def user(c: Call) -> str | None:
-    """``user name [group]``: checked as nginx does (only root switches user)."""
+def user_ids(name: str, group: str) -> tuple[int, int]:
+    """The uid and gid of ``user name group``; ValueError with nginx's message
+    (``ngx_set_user``) when either is unknown."""
     import grp
     import pwd
 
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ValueError(f'getpwnam("{name}") failed') from None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f'getgrnam("{group}") failed') from None
+    return uid, gid
+
+
+def user(c: Call) -> str | None:
+    """``user name [group]``: checked as nginx does (only root switches user)."""
     if "user" in c.conf:
         return "is duplicate"
     if os.geteuid() != 0:
@@ -514,12 +528,8 @@ def user(c: Call) -> str | None:
     name = c.args[0]
     group = c.args[1] if len(c.args) == 2 else name
     try:
-        pwd.getpwnam(name)
-    except KeyError:
-        raise c.error(f'getpwnam("{name}") failed') from None
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        raise c.error(f'getgrnam("{group}") failed') from None
+        user_ids(name, group)
+    except ValueError as e:
+        raise c.error(str(e)) from None
     c.conf["user"] = (name, group)
     return None

@@ -55,20 +55,12 @@ def worker_identity(config: Config) -> tuple[str, int, int] | None:
     ``user name [group]``, else nginx's default (``ngx_core_module_init_conf``).
     Raises ``ValueError`` with nginx's message when a name is unknown.
     """
-    import grp
-    import pwd
+    from mailfront.conf.handlers import user_ids
 
     if os.geteuid() != 0:
         return None
     name, group = tuple(config.main.user) if config.main.user else DEFAULT_USER
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        raise ValueError(f'getpwnam("{name}") failed') from None
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f'getgrnam("{group}") failed') from None
+    uid, gid = user_ids(name, group)
     return name, uid, gid
 
 
@@ -176,13 +168,10 @@ class Master:
 
     def reload(self) -> None:
         from mailfront import conf as confmod
-        from mailfront.cli import build_ssl_contexts, system_resolver
+        from mailfront.cli import reload_config
 
         try:
-            new = confmod.load(
-                self.config.conf_file, self.config.prefix, self.directives, resolver=system_resolver
-            )
-            ssl_contexts = build_ssl_contexts(new)
+            new, ssl_contexts = reload_config(self.config, self.directives)
             identity = worker_identity(new)
         except (confmod.ConfError, ValueError) as e:
             self.log.log(EMERG, str(e))
