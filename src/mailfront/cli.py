@@ -282,6 +282,16 @@ def build_ssl_contexts(config: conf.Config) -> dict[int, object]:
     return {id(s): make_context(s, s.protocol.value) for s in servers}
 
 
+def reload_config(
+    config: conf.Config, directives: str | None
+) -> tuple[conf.Config, dict[int, object]]:
+    """What a reload runs: the configuration read anew and the SSL contexts of its
+    servers (certificates and keys read now, as nginx reads them at a reload);
+    ConfError if either fails, and then the running configuration stays."""
+    new = conf.load(config.conf_file, config.prefix, directives, resolver=system_resolver)
+    return new, build_ssl_contexts(new)
+
+
 def dump_config(config: conf.Config) -> None:
     """``-T``: every file read, each preceded by ``# configuration file NAME:``."""
     for name in config.files:

@@ -197,19 +197,10 @@ class Worker:
 
     def reload(self) -> None:
         from mailfront import conf as confmod
-        from mailfront.cli import system_resolver
+        from mailfront.cli import reload_config
 
         try:
-            new = confmod.load(
-                self.config.conf_file, self.config.prefix, self.directives, resolver=system_resolver
-            )
-        except confmod.ConfError as e:
-            self.log.log(EMERG, str(e))
-            return
-        try:  # certificates and keys are read now, as nginx reads them at a reload
-            from mailfront.cli import build_ssl_contexts
-
-            ssl_contexts = build_ssl_contexts(new)
+            new, ssl_contexts = reload_config(self.config, self.directives)
         except confmod.ConfError as e:
             self.log.log(EMERG, str(e))
             return
