@@ -15,6 +15,7 @@ turns a PROXY source into the text nginx logs after realip (``ngx_parse_addr`` +
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,28 +196,20 @@ def _read_v2(data: bytes, final: bool) -> ParseResult:
     end = 16 + length
     if data[12] & 0x0F != 1 or data[13] & 0x0F != 1:  # LOCAL, or not STREAM
         return ParseResult(end)
-    family = data[13] >> 4
-    if family == 1:
-        if length < 12:
-            raise ProxyProtocolError(None)
-        return ParseResult(
-            end,
-            inet_ntop4(data[16:20]),
-            data[24] << 8 | data[25],
-            inet_ntop4(data[20:24]),
-            data[26] << 8 | data[27],
-        )
-    if family == 2:
-        if length < 36:
-            raise ProxyProtocolError(None)
-        return ParseResult(
-            end,
-            inet6_ntop(data[16:32]),
-            data[48] << 8 | data[49],
-            inet6_ntop(data[32:48]),
-            data[50] << 8 | data[51],
-        )
-    return ParseResult(end)  # AF_UNSPEC, AF_UNIX: accepted without addresses
+    family = _V2_FAMILIES.get(data[13] >> 4)
+    if family is None:
+        return ParseResult(end)  # AF_UNSPEC, AF_UNIX: accepted without addresses
+    size, ntop = family
+    if length < 2 * size + 4:  # two addresses, two ports
+        raise ProxyProtocolError(None)
+    ports = 16 + 2 * size
+    return ParseResult(
+        end,
+        ntop(data[16 : 16 + size]),
+        data[ports] << 8 | data[ports + 1],
+        ntop(data[16 + size : ports]),
+        data[ports + 2] << 8 | data[ports + 3],
+    )
 
 
 # --- address text ----------------------------------------------------------------
@@ -224,6 +217,13 @@ def _read_v2(data: bytes, final: bool) -> ParseResult:
 
 def inet_ntop4(b: bytes) -> str:
     return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+
+
+# PROXY v2's address families with addresses: the size of one address, its text
+_V2_FAMILIES: dict[int, tuple[int, Callable[[bytes], str]]] = {
+    1: (4, inet_ntop4),  # AF_INET
+    2: (16, inet6_ntop),  # AF_INET6
+}
 
 
 def _binary(addr: str, parse_addr: bool = False) -> bytes | None:
