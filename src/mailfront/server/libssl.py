@@ -109,6 +109,11 @@ void X509_CRL_free(X509_CRL *a);
 void EVP_PKEY_free(EVP_PKEY *pkey);
 int i2d_X509(X509 *a, unsigned char **out);
 X509_NAME *X509_get_subject_name(const X509 *x);
+int X509_get_signature_nid(const X509 *x);
+EVP_PKEY *X509_get0_pubkey(const X509 *x);
+int EVP_PKEY_get_base_id(const EVP_PKEY *pkey);
+int EVP_PKEY_get_bits(const EVP_PKEY *pkey);
+const char *OBJ_nid2sn(int n);
 int i2d_X509_NAME(const X509_NAME *a, unsigned char **out);
 int X509_STORE_add_cert(X509_STORE *ctx, X509 *x);
 int X509_STORE_add_crl(X509_STORE *ctx, X509_CRL *x);
@@ -231,6 +236,9 @@ SSL_CONF_FLAG_CERTIFICATE = 0x20
 X509_V_FLAG_CRL_CHECK = 0x4
 X509_V_FLAG_CRL_CHECK_ALL = 0x8
 ERR_TXT_STRING = 0x2
+# obj_mac.h: the key types PROXY v2's KEY_ALG names with their size
+EVP_PKEY_RSA = 6
+EVP_PKEY_EC = 408
 SSL_SENT_SHUTDOWN = 1
 SSL_RECEIVED_SHUTDOWN = 2
 OPENSSL_VERSION = 0  # OpenSSL_version(): the "OpenSSL 3.0.x  date" text

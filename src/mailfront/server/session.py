@@ -593,12 +593,11 @@ class Session(asyncio.Protocol):
         tls = None
         sslobj = self.transport.get_extra_info("ssl_object")
         if sslobj is not None:
-            from mailfront.server.tls import cert_algorithms, common_name
+            from mailfront.server.tls import common_name
 
             cert = sslobj.getpeercert(binary_form=True)
             cipher = sslobj.cipher()
-            own = sslobj.own_certificate()
-            sig_alg, key_alg = cert_algorithms(own) if own is not None else (None, None)
+            sig_alg, key_alg = sslobj.own_cert_algorithms()
             tls = {
                 "sni": sslobj.servername(),
                 "alpn": sslobj.selected_alpn_protocol(),

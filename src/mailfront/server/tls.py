@@ -134,41 +134,6 @@ def ssl_info(obj: TLSFacts, conf: ServerConf) -> dict[str, bytes]:
     return info
 
 
-# OpenSSL's short names of the usual signature algorithms (OBJ_nid2sn)
-_SIG_NAMES = {
-    "1.2.840.113549.1.1.5": "RSA-SHA1",
-    "1.2.840.113549.1.1.11": "RSA-SHA256",
-    "1.2.840.113549.1.1.12": "RSA-SHA384",
-    "1.2.840.113549.1.1.13": "RSA-SHA512",
-    "1.2.840.113549.1.1.10": "RSASSA-PSS",
-    "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
-    "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
-    "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
-    "1.3.101.112": "ED25519",
-    "1.3.101.113": "ED448",
-}
-
-
-def cert_algorithms(cert: x509.Certificate) -> tuple[str, str]:
-    """The PROXY v2 SIG_ALG and KEY_ALG of a certificate: ``RSA-SHA256`` and ``RSA2048``."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
-    oid = cert.signature_algorithm_oid.dotted_string
-    sig = _SIG_NAMES.get(oid, oid)
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        alg = f"RSA{key.key_size}"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        alg = f"EC{key.key_size}"
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        alg = "ED25519"
-    elif isinstance(key, ed448.Ed448PublicKey):
-        alg = "ED448"
-    else:
-        alg = type(key).__name__
-    return sig, alg
-
-
 def common_name(der: bytes) -> str | None:
     """The first commonName of a certificate's subject (PROXY v2 CN), or None."""
     try:
@@ -459,7 +424,6 @@ __all__ = [
     "CertRejection",
     "Rejection",
     "TLSFacts",
-    "cert_algorithms",
     "cert_facts",
     "check_client_cert",
     "common_name",

@@ -41,8 +41,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-
 from mailfront.server import libssl as L
 from mailfront.server.libssl import NULL, ffi, lib
 from mailfront.server.tls_openssl import OpenSSLContext, ssl_error_text
@@ -365,10 +363,24 @@ class TLSTransport(asyncio.Transport):
         name = lib.SSL_get_servername(self._ssl, L.TLSEXT_NAMETYPE_host_name)
         return None if name == NULL else str(ffi.string(name).decode("ascii", "replace"))
 
-    def own_certificate(self) -> x509.Certificate | None:
-        """The certificate this side presented (RSA or ECDSA, as the client chose)."""
+    def own_cert_algorithms(self) -> tuple[str | None, str | None]:
+        """PROXY v2's SIG_ALG and KEY_ALG of the certificate this side presented (RSA or
+        ECDSA, as the client chose): OpenSSL's short name of its signature
+        (``RSA-SHA256``), and its key's type with its size (``RSA2048``, ``EC256``) or
+        OpenSSL's name for it (``ED25519``)."""
         cert = lib.SSL_get_certificate(self._ssl)
-        return None if cert == NULL else x509.load_der_x509_certificate(L.der_of(cert))
+        if cert == NULL:
+            return None, None
+        sig = L.text(lib.OBJ_nid2sn(lib.X509_get_signature_nid(cert)))
+        key = lib.X509_get0_pubkey(cert)
+        kind = lib.EVP_PKEY_get_base_id(key)
+        if kind == L.EVP_PKEY_RSA:
+            alg = f"RSA{lib.EVP_PKEY_get_bits(key)}"
+        elif kind == L.EVP_PKEY_EC:
+            alg = f"EC{lib.EVP_PKEY_get_bits(key)}"
+        else:
+            alg = L.text(lib.OBJ_nid2sn(kind))
+        return sig, alg
 
     @property
     def session_reused(self) -> bool:
