@@ -13,6 +13,7 @@ import pytest
 import mailfront
 from mailfront import cli
 from mailfront.cli import main
+from support.proxy import free_port
 
 GOOD = """\
 events {}
@@ -204,9 +205,7 @@ def test_run_serves_with_e_and_g(prefix: Path) -> None:
     import socket
     import time
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     (prefix / "conf" / "mailfront.conf").write_text(GOOD.replace("10143", str(port)))
     cmd = [sys.executable, "-m", "mailfront", "-p", str(prefix), "-e", "logs/boot.log",
            "-g", "daemon off; master_process off;"]  # fmt: skip
@@ -265,14 +264,6 @@ def test_example_config_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str
 NGINX = "/usr/sbin/nginx"
 MAIL_MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
 NO_NGINX = not (os.path.exists(NGINX) and os.path.exists(MAIL_MODULE))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.skipif(NO_NGINX, reason="nginx with libnginx-mod-mail is not installed")

@@ -64,6 +64,7 @@ from mailfront.server.tls import Rejection
 from mailfront.server.tls_openssl import OpenSSLContext, make_context
 from mailfront.server.tls_transport import TLSTransport
 from support.certs import Authority, Issued, Pki
+from support.tlsenv import self_signed
 
 A = x509.NameAttribute
 DER = Encoding.DER
@@ -867,20 +868,12 @@ def test_crl_check_covers_the_whole_chain(tmp_path: Path, pki: Pki, ecdsa: Issue
     assert r.ok and r.rejection == cert_error(23, "certificate revoked")
 
 
-def self_signed(pki: Pki, name: str) -> Issued:
-    """A CA's own certificate and key, used as a client certificate (self-signed)."""
-    authority = pki.authority(name)
-    key = pki.folder / f"{name}.key"
-    key.write_bytes(authority.ca.private_key_pem.bytes())
-    return Issued(authority.path, key, authority.cert.public_bytes(DER))
-
-
 def test_optional_no_ca(tmp_path: Path, pki: Pki, ecdsa: Issued, alice: Issued) -> None:
     """ssl_verify_client optional_no_ca: the errors of an unknown issuer (2, 18, 19, 20,
     21: ngx_ssl_verify_error_optional) are let through and reported as FAILED:..., the
     others are cert_error; no certificate is no error."""
     stranger = pki.authority("stranger-no-ca").issue("mallory", stem="mallory-no-ca")
-    own = self_signed(pki, "self-signed")
+    own = self_signed(pki.folder, "alice", "self-signed")
     now = datetime.datetime.now(datetime.UTC)
     expired = pki.ca.issue(
         "old", stem="expired-no-ca", not_before=now - datetime.timedelta(days=2),

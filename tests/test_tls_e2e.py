@@ -46,7 +46,7 @@ import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS, Dovecot
 from mailfront.devtools.postfix import Postfix
-from support import net
+from support import net, tlsenv
 from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
 from support.net import OPEN, close_all, connect, read_all, read_line
@@ -828,12 +828,6 @@ def test_cve_2014_3556_smtp_helo_is_forgotten(env: Env, smtp_backend: Postfix) -
 # -- 4. client certificates --------------------------------------------------------------------
 
 
-def openssl_x509(path: Path, *args: str) -> bytes:
-    out = run(tool("openssl"), "x509", "-in", str(path), "-noout", *args)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def escape(value: bytes) -> bytes:
     """nginx's mail_auth escaping of Auth-SSL-Cert: bytes up to the space, and %, as %XX."""
     return b"".join(b"%%%02X" % c if c <= 0x20 or c == 0x25 else bytes([c]) for c in value)
@@ -841,18 +835,7 @@ def escape(value: bytes) -> bytes:
 
 def cert_headers(issued: Issued, with_pem: bool) -> bytes:
     """Auth-SSL-Verify .. Auth-SSL-Cert of a verified certificate, from ``openssl x509``."""
-
-    def field(*args: str) -> bytes:
-        return openssl_x509(issued.cert, *args).strip().split(b"=", 1)[1]
-
-    fingerprint = field("-fingerprint", "-sha1").replace(b":", b"").lower()
-    out = (
-        b"Auth-SSL-Verify: SUCCESS\r\n"
-        b"Auth-SSL-Subject: " + field("-subject", "-nameopt", "RFC2253") + b"\r\n"
-        b"Auth-SSL-Issuer: " + field("-issuer", "-nameopt", "RFC2253") + b"\r\n"
-        b"Auth-SSL-Serial: " + field("-serial") + b"\r\n"
-        b"Auth-SSL-Fingerprint: " + fingerprint + b"\r\n"
-    )
+    out = tlsenv.cert_headers(tool("openssl"), issued, b"SUCCESS")
     if with_pem:
         pem = run(tool("openssl"), "x509", "-in", str(issued.cert), "-outform", "PEM").stdout
         assert pem.startswith(b"-----BEGIN CERTIFICATE-----\n")
