@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import struct
@@ -11,11 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailfront.devtools.dovecot import DEMO_USERS
+from mailfront.devtools.dovecot import DEMO_USERS, Dovecot
 from mailfront.protocol.proxy_protocol import crc32c
 from support.authserver import AuthServer
 from support.certs import Issued, Pki
-from support.net import close_all, connect, read_all, read_line
+from support.dovecot import require_dovecot
+from support.net import close_all, connect, read_all, read_line, wait_for
 from support.proxy import Mailfront, free_port
 
 PASS = DEMO_USERS["alice"].encode()
@@ -218,3 +220,43 @@ def test_v2_header_of_a_tls_client(env) -> None:  # type: ignore[no-untyped-def]
     crc = tlvs[3][1]
     zeroed = got[: len(got) - 4] + b"\0\0\0\0"
     assert crc == crc32c(zeroed).to_bytes(4, "big")
+
+
+# -- to a real peer: Dovecot reading the header mailfront sends ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def haproxy_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A Dovecot whose IMAP listener takes a PROXY header first (``haproxy = yes``), behind
+    mailfront servers that take the client's address from its own PROXY header (realip)
+    and pass it on with ``proxy_protocol on`` (v1) and ``v2``."""
+    binary = require_dovecot()
+    with Dovecot(tmp_path_factory.mktemp("dovecot-haproxy"), binary=binary, haproxy=True) as dc:
+        auth = AuthServer(
+            lambda h: [
+                ("Auth-Status", "OK"),
+                ("Auth-Server", "127.0.0.1"),
+                ("Auth-Port", str(dc.imap_haproxy_port)),
+            ]
+        )
+        ports = {name: free_port() for name in ("v1", "v2")}
+        block = f"auth_http {auth.url};\n" + "\n".join(
+            f"server {{ listen 127.0.0.1:{ports[name]} proxy_protocol; protocol imap;"
+            f" set_real_ip_from 127.0.0.0/8; proxy_protocol {mode}; }}"
+            for name, mode in (("v1", "on"), ("v2", "v2"))
+        )
+        with Mailfront(tmp_path_factory.mktemp("mf-pp-dovecot"), block, list(ports.values())) as mf:
+            yield {"dovecot": dc, "ports": ports, "mf": mf}
+        auth.close()
+
+
+@pytest.mark.parametrize(("name", "client_ip"), [("v1", "192.0.2.71"), ("v2", "192.0.2.72")])
+def test_dovecot_reads_the_header_mailfront_sends(haproxy_env, name: str, client_ip: str) -> None:  # type: ignore[no-untyped-def]
+    """The client's address, from the PROXY header mailfront read, reaches Dovecot in the
+    header mailfront writes: Dovecot logs the login with it as the remote address."""
+    dc: Dovecot = haproxy_env["dovecot"]
+    port = haproxy_env["ports"][name]
+    header = f"PROXY TCP4 {client_ip} 127.0.0.1 40000 143\r\n".encode()
+    assert login_after(port, header).startswith(b"a1 OK")
+    wait_for(lambda: f"rip={client_ip}" in dc.log_text())
+    assert re.search(rf"imap-login: Info: Login: user=<alice>, .*rip={client_ip},", dc.log_text())

@@ -323,8 +323,13 @@ class Dovecot(PrivateServer):
         users: Mapping[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
         binary: str | None = None,
+        haproxy: bool = False,
     ) -> None:
         self.root = Path(root).absolute()
+        # haproxy: one more IMAP listener, whose clients send a PROXY header first
+        # (v1 or v2, from 127.0.0.0/8), on a free port picked at start()
+        self.haproxy = haproxy
+        self.imap_haproxy_port = 0
         self.host = host
         self.imap_port = imap_port
         self.pop3_port = pop3_port
@@ -459,6 +464,11 @@ class Dovecot(PrivateServer):
             self.auth_port = free_port(self.host)
             while self.auth_port in (self.imap_port, self.pop3_port):
                 self.auth_port = free_port(self.host)
+        if self.haproxy:
+            taken = (self.imap_port, self.pop3_port, self.auth_port)
+            self.imap_haproxy_port = free_port(self.host)
+            while self.imap_haproxy_port in taken:
+                self.imap_haproxy_port = free_port(self.host)
         self.conf_path.write_text(self._conf_text(ident, state_dir))
 
     def _conf_text(self, ident: _Identity, state_dir: Path) -> str:
@@ -491,6 +501,12 @@ class Dovecot(PrivateServer):
             anvil_chroot = "  chroot =\n"
             login_chroot = "  chroot =\n"
             auth_user = ""
+        haproxy_listener = (
+            f"  inet_listener imap_haproxy {{\n    port = {self.imap_haproxy_port}\n"
+            "    haproxy = yes\n  }\n"
+            if self.haproxy
+            else ""
+        )
         return (
             "# Written by mailfront.devtools.dovecot: a private Dovecot for mailfront's\n"
             "# tests and quickstart.  Regenerated at every start.\n"
@@ -507,6 +523,7 @@ class Dovecot(PrivateServer):
             "disable_plaintext_auth = no\n"
             "auth_mechanisms = plain login cram-md5\n"
             "login_trusted_networks = 127.0.0.0/8 ::1/128\n"
+            "haproxy_trusted_networks = 127.0.0.0/8 ::1/128\n"
             "mail_location = maildir:~/Maildir\n"
             "passdb {\n"
             "  driver = passwd-file\n"
@@ -531,6 +548,7 @@ class Dovecot(PrivateServer):
             "service imap-login {\n"
             f"{login_chroot}"
             f"  inet_listener imap {{\n    port = {self.imap_port}\n  }}\n"
+            f"{haproxy_listener}"
             "  inet_listener imaps {\n    port = 0\n  }\n"
             "}\n"
             "service pop3-login {\n"
