@@ -828,8 +828,15 @@ def test_replies_not_read_stop_the_reading(env: Env) -> None:
         raise AssertionError("mailfront read 64 batches whose replies were never read")
     assert n >= 1  # the first batch was read and answered
     assert rss(pid) - before_rss < 32 * 2**20
+    # it has stopped, not slowed down: nothing more is read while the client reads nothing
+    read_then, _ = wait_still(pid, 0)
+    assert read_then < start + len(batch)
     # the client reads: mailfront answers every command it had read, and reads the rest
     c.sock.settimeout(10)
     got = c.read_until(b"c OK completed\r\n")
     assert got.count(b"c OK completed\r\n") >= 1
+    deadline = time.monotonic() + 60
+    while proc_io(pid)[0] < start + len(batch):
+        assert time.monotonic() < deadline, "mailfront did not read on once drained"
+        assert c.read_until(b"c OK completed\r\n").endswith(b"c OK completed\r\n")
     c.sock.close()
