@@ -125,13 +125,6 @@ class Env:
             ctx.set_alpn_protocols(alpn)
         return ctx
 
-    def requests_since(self, n: int, count: int = 1) -> list[bytes]:
-        deadline = time.monotonic() + 5
-        while len(self.auth.requests) < n + count:
-            assert time.monotonic() < deadline, "no auth request"
-            time.sleep(0.01)
-        return self.auth.requests[n:]
-
 
 def _server_block(env_ports: dict[str, int], pki: Pki, crl: Path) -> str:
     verify = f"ssl_client_certificate {pki.ca.path};"
@@ -322,12 +315,8 @@ def run(*args: str, stdin: bytes = b"", timeout: float = 30) -> subprocess.Compl
 
 
 def s_client(env: Env, port: int, *args: str, stdin: bytes = b"") -> str:
-    """``openssl s_client`` that sends ``stdin`` (CRLF line ends) and waits for the close."""
-    out = run(
-        tool("openssl"), "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(env.pki.ca.path),
-        "-verify_return_error", "-ign_eof", "-crlf", *args, stdin=stdin,
-    )  # fmt: skip
-    return out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+    """``openssl s_client`` that refuses an unverified server, sends ``stdin``, waits."""
+    return tlsenv.s_client(port, env.pki.ca.path, "-verify_return_error", *args, stdin=stdin)
 
 
 def subject(tag: str) -> str:
@@ -441,7 +430,7 @@ def test_imap4_ssl(env: Env) -> None:
         assert sock.selected_alpn_protocol() is None  # imaplib offers no ALPN
         headers = ssl_headers(sock)
         m.logout()
-    assert env.requests_since(n)[0] == login_request("imap", headers)
+    assert env.auth.requests_since(n)[0] == login_request("imap", headers)
     log = env.mf.wait_log(
         f'client logged in, client: 127.0.0.1, server: 127.0.0.1:{port}, login: "alice"'
     )
@@ -463,7 +452,7 @@ def test_pop3_ssl(env: Env) -> None:
         headers = ssl_headers(sock)
     finally:
         p.quit()
-    assert env.requests_since(n)[0] == login_request("pop3", headers)
+    assert env.auth.requests_since(n)[0] == login_request("pop3", headers)
 
 
 def test_smtp_ssl(env: Env, smtp_backend: Postfix) -> None:
@@ -477,7 +466,7 @@ def test_smtp_ssl(env: Env, smtp_backend: Postfix) -> None:
         sock = s.sock
         assert isinstance(sock, ssl.SSLSocket)
         headers = ssl_headers(sock)
-    assert env.requests_since(n)[0] == login_request("smtp", headers)
+    assert env.auth.requests_since(n)[0] == login_request("smtp", headers)
     got = delivered(smtp_backend, subj)
     # XCLIENT told Postfix the client's EHLO and address
     assert b"Received: from client.test (" in got
@@ -641,7 +630,7 @@ def test_imaplib_starttls(env: Env) -> None:
         assert isinstance(m.sock, ssl.SSLSocket)
         headers = ssl_headers(m.sock)
         m.logout()
-    assert env.requests_since(n)[0] == login_request("imap", headers)
+    assert env.auth.requests_since(n)[0] == login_request("imap", headers)
     env.mf.wait_log(
         f"client logged in, client: 127.0.0.1 using starttls, server: 127.0.0.1:{port}, "
         'login: "alice", upstream: 127.0.0.1:'
@@ -663,7 +652,7 @@ def test_poplib_stls(env: Env) -> None:
         headers = ssl_headers(p.sock)
     finally:
         p.quit()
-    assert env.requests_since(n)[0] == login_request("pop3", headers)
+    assert env.auth.requests_since(n)[0] == login_request("pop3", headers)
     env.mf.wait_log(
         f"client logged in, client: 127.0.0.1 using starttls, server: 127.0.0.1:{port}, "
         'login: "alice", upstream: 127.0.0.1:'
@@ -682,7 +671,7 @@ def test_smtplib_starttls(env: Env, smtp_backend: Postfix) -> None:
         assert s.sendmail("alice@example.com", ["bob@example.com"], message(subj)) == {}
         assert isinstance(s.sock, ssl.SSLSocket)
         headers = ssl_headers(s.sock)
-    assert env.requests_since(n)[0] == login_request("smtp", headers)
+    assert env.auth.requests_since(n)[0] == login_request("smtp", headers)
     got = delivered(smtp_backend, subj)
     # the EHLO sent inside TLS is the one replayed to Postfix after XCLIENT
     assert b"Received: from client.test (" in got
@@ -719,7 +708,7 @@ def test_curl_starttls(env: Env, dovecot: Dovecot) -> None:
     n = len(env.auth.requests)
     out = run(curl, "-sS", "-u", f"alice:{PASS}", f"pop3://{HOST}:{env.port('pop3', 'tls')}/1")
     assert out.returncode == 0 and out.stdout == first.data, out.stderr
-    assert env.requests_since(n)[0] == login_request("pop3")  # no Auth-SSL: plain text
+    assert env.auth.requests_since(n)[0] == login_request("pop3")  # no Auth-SSL: plain text
     # ... and cannot with "starttls only" (curl: "Login denied", CURLE_LOGIN_DENIED)
     out = run(curl, "-sS", "-u", f"alice:{PASS}", f"imap://{HOST}:{env.port('imap', 'only')}/")
     assert out.returncode == 67, out.stderr
@@ -754,7 +743,7 @@ def test_plain_session_has_no_auth_ssl(
     s = connect(port)
     assert read_line(s) == GREETING[protocol]
     assert raw_login(s, protocol).startswith(LOGIN_OK[protocol])
-    assert env.requests_since(n)[0] == login_request(protocol)
+    assert env.auth.requests_since(n)[0] == login_request(protocol)
     deadline = time.monotonic() + 5
     while env.mf.log().count(line) == before:
         assert time.monotonic() < deadline, env.mf.log()
@@ -862,7 +851,7 @@ def test_client_certificate_verified(
     tls = tls_connect(env, env.port(protocol, "verify"), "good")
     headers = login_over(tls, protocol)
     expected = login_request(protocol, headers + cert_headers(env.clients["good"], True))
-    assert env.requests_since(n)[0] == expected
+    assert env.auth.requests_since(n)[0] == expected
     assert b"Auth-SSL-Cert: -----BEGIN%20CERTIFICATE-----%0AMII" in expected
 
 
@@ -878,11 +867,11 @@ def test_client_certificate_optional(
     n = len(env.auth.requests)
     headers = login_over(tls_connect(env, port, "good"), protocol)
     expected = login_request(protocol, headers + cert_headers(env.clients["good"], False))
-    assert env.requests_since(n)[0] == expected
+    assert env.auth.requests_since(n)[0] == expected
     n = len(env.auth.requests)
     headers = login_over(tls_connect(env, port), protocol)
     expected = login_request(protocol, headers + b"Auth-SSL-Verify: NONE\r\n")
-    assert env.requests_since(n)[0] == expected
+    assert env.auth.requests_since(n)[0] == expected
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -926,7 +915,7 @@ def test_no_required_certificate_after_starttls(env: Env, protocol: str) -> None
         n = len(env.auth.requests)
         assert raw_login(tls, "imap").startswith(LOGIN_OK["imap"])
         expected = ssl_headers(tls) + cert_headers(env.clients["good"], False)
-        assert env.requests_since(n)[0] == login_request("imap", expected)
+        assert env.auth.requests_since(n)[0] == login_request("imap", expected)
 
 
 # OpenSSL's verify error for each bad certificate (X509_V_ERR_*, X509_verify_cert_error_string),

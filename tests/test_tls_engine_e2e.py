@@ -22,7 +22,6 @@ import imaplib
 import poplib
 import re
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from mailfront.devtools.dovecot import DEMO_USERS, Dovecot
-from support import net
+from support import net, tlsenv
 from support.authserver import AuthServer, PasswordRouter
 from support.certs import NOW, Issued, Pki
 from support.net import OPEN, close_all, read_all, read_line
@@ -86,13 +85,6 @@ class Env:
             ctx.load_cert_chain(str(c.cert), str(c.key))
         return ctx
 
-    def requests_since(self, n: int) -> list[bytes]:
-        deadline = time.monotonic() + 5
-        while len(self.auth.requests) <= n:
-            assert time.monotonic() < deadline, "no auth request"
-            time.sleep(0.01)
-        return self.auth.requests[n:]
-
 
 @pytest.fixture(scope="module")
 def env(dovecot: Dovecot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
@@ -143,13 +135,8 @@ def _close_sockets() -> Iterator[None]:
 
 
 def s_client(env: Env, port: int, *args: str, stdin: bytes = b"") -> str:
-    """``openssl s_client`` that sends ``stdin`` (CRLF line ends) and waits for the close."""
-    out = subprocess.run(
-        [tool("openssl"), "s_client", "-connect", f"{HOST}:{port}",
-         "-CAfile", str(env.pki.ca.path), "-ign_eof", "-crlf", *args],
-        input=stdin, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+    """``openssl s_client`` trusting the test CA; sends ``stdin`` and waits for the close."""
+    return tlsenv.s_client(port, env.pki.ca.path, *args, stdin=stdin)
 
 
 def tls_connect(env: Env, port: int, client: str | None = None) -> ssl.SSLSocket:
@@ -244,13 +231,15 @@ def test_optional_no_ca_lets_untrusted_issuers_through(
     headers = login(env, protocol, env.ports[f"noca_{protocol}"], client)
     openssl = tool("openssl")
     headers += cert_headers(openssl, env.clients[client], UNTRUSTED[client])
-    assert env.requests_since(n)[0] == login_request(protocol, headers)
+    assert env.auth.requests_since(n)[0] == login_request(protocol, headers)
 
 
 def test_optional_no_ca_without_a_certificate(env: Env) -> None:
     n = len(env.auth.requests)
     headers = login(env, "imap", env.ports["noca_imap"], None)
-    assert env.requests_since(n)[0] == login_request("imap", headers + b"Auth-SSL-Verify: NONE\r\n")
+    assert env.auth.requests_since(n)[0] == login_request(
+        "imap", headers + b"Auth-SSL-Verify: NONE\r\n"
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -276,7 +265,7 @@ def test_trusted_certificate_alone_verifies(env: Env) -> None:
         n = len(env.auth.requests)
         headers = login(env, "imap", env.ports["trusted"], client)
         headers += cert_headers(openssl, env.clients[client], UNTRUSTED[client])
-        assert env.requests_since(n)[0] == login_request("imap", headers)
+        assert env.auth.requests_since(n)[0] == login_request("imap", headers)
 
 
 # -- 2. the CA names of ssl_client_certificate -------------------------------------------------
@@ -432,7 +421,7 @@ def test_proxy_header_then_tls(env: Env) -> None:
     expected = login_request(
         "imap", PROXY_HEADERS + ssl_part(tls.version(), cipher[0]), client_ip=b"192.0.2.10"
     )
-    assert env.requests_since(n)[0] == expected
+    assert env.auth.requests_since(n)[0] == expected
     env.mf.wait_log(
         f'client logged in, client: 192.0.2.10, server: 127.0.0.1:{port}, login: "alice"'
     )
@@ -452,7 +441,7 @@ def test_proxy_header_and_client_hello_in_one_packet(env: Env) -> None:
     expected = login_request(
         "imap", PROXY_HEADERS + ssl_part(tls.obj.version(), cipher[0]), client_ip=b"192.0.2.10"
     )
-    assert env.requests_since(n)[0] == expected
+    assert env.auth.requests_since(n)[0] == expected
 
 
 def test_tls_without_proxy_header_is_refused(env: Env) -> None:
@@ -503,7 +492,7 @@ def test_verify_depth_2_takes_the_chain(env: Env) -> None:
     n = len(env.auth.requests)
     headers = login(env, "imap", env.ports["depth2"], "chain")
     headers += cert_headers(tool("openssl"), env.clients["chain"], b"SUCCESS")
-    assert env.requests_since(n)[0] == login_request("imap", headers)
+    assert env.auth.requests_since(n)[0] == login_request("imap", headers)
 
 
 # -- 7. "connected" before the handshake -------------------------------------------------------

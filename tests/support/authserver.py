@@ -69,6 +69,14 @@ class AuthServer:
     def url(self) -> str:
         return f"127.0.0.1:{self.port}/auth"
 
+    def requests_since(self, n: int, count: int = 1, timeout: float = 5) -> list[bytes]:
+        """The requests after the first ``n``, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n + count:
+            assert time.monotonic() < deadline, "no auth request"
+            time.sleep(0.01)
+        return self.requests[n:]
+
     def _serve(self) -> None:
         self.sock.settimeout(0.2)
         while not self._stop:

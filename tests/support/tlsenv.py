@@ -37,6 +37,19 @@ CERT_ERROR = {
 }
 
 
+def s_client(port: int, ca: Path, *args: str, stdin: bytes = b"") -> str:
+    """``openssl s_client`` to 127.0.0.1:``port`` trusting ``ca``, that sends ``stdin``
+    (CRLF line ends) and waits for the close; its whole output."""
+    from support.tools import tool
+
+    out = subprocess.run(
+        [tool("openssl"), "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(ca),
+         "-ign_eof", "-crlf", *args],
+        input=stdin, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+
+
 def client_hello(ctx: ssl.SSLContext | None = None, server_hostname: str = "localhost") -> bytes:
     """The first flight of a real TLS client (``ctx``, else Python's defaults), made in
     memory."""
@@ -173,6 +186,7 @@ __all__ = [
     "BioClient",
     "cert_headers",
     "client_hello",
+    "s_client",
     "self_signed",
     "x509_field",
 ]
