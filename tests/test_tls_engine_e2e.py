@@ -197,13 +197,14 @@ LOG_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] \d+#\d+: (\*\d
 
 
 def conn_lines(env: Env, local_port: int, count: int = 1) -> list[tuple[str, str]]:
-    """(level, text) of the log lines of the connection from ``local_port`` (its ``*N``),
-    once there are ``count`` of them."""
+    """(level, text) of the log lines of the connection from ``local_port`` (its ``*N``;
+    the last such connection, as the kernel may have given that port to an earlier one
+    of this module's), once there are ``count`` of them."""
     deadline = time.monotonic() + 5
     while True:
         lines = [m.groups() for m in map(LOG_LINE.match, env.mf.log().split("\n")) if m]
         conn = [n for _, n, text in lines if text.startswith(f"client 127.0.0.1:{local_port} ")]
-        out = [(level, text) for level, n, text in lines if conn and n == conn[0]]
+        out = [(level, text) for level, n, text in lines if conn and n == conn[-1]]
         if len(out) >= count or time.monotonic() > deadline:
             return out
         time.sleep(0.02)
