@@ -173,6 +173,24 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.stdout.split()]
 
 
+def _stuck(pid: int, mf: Mailfront, logdir: Path) -> str:
+    """What there is to know of a worker that did not leave: its state, where it waits,
+    the logs (the one before the rotation too) and the processes' stderr."""
+    parts = []
+    for name in ("status", "wchan", "stack"):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text(errors="replace")
+        except OSError as e:
+            text = str(e)
+        if name == "status":
+            text = "".join(ln for ln in text.splitlines(True) if ln.startswith(("State", "Sig")))
+        parts.append(f"--- /proc/{pid}/{name}\n{text}")
+    for path in sorted(logdir.glob("error.log*")):
+        parts.append(f"--- {path.name}\n{path.read_text(errors='replace')}")
+    parts.append(f"--- stdout/stderr\n{mf.output()}")
+    return "\n".join(parts)
+
+
 def test_master_and_workers(dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with AuthServer(route_to(dovecot.imap_port)) as auth:
         p1, p2 = free_port(), free_port()
@@ -279,7 +297,7 @@ def test_user_switches_the_workers(dovecot, tmp_path: Path) -> None:  # type: ig
                 assert _uids(new) == (0, 0)
                 # the old generation stops gracefully
                 wait_for(lambda: worker not in _children(master), 30)
-                assert _children(master) == [new], mf.log()
+                assert _children(master) == [new], _stuck(worker, mf, logdir)
                 mf.signal(signal.SIGQUIT)
                 assert mf.proc.wait(10) == 0
     finally:
